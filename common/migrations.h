@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string_view>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"

@@ -1,0 +1,10 @@
+// The user service's schema, compiled in from migrations/*.sql.
+#pragma once
+
+#include <vector>
+
+#include "common/migrations.h"
+
+namespace aichat::user {
+const std::vector<aichat::Migration>& Migrations();
+}
