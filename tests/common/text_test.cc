@@ -1,0 +1,60 @@
+#include <gtest/gtest.h>
+
+#include "common/base64.h"
+#include "common/page_token.h"
+#include "common/validate.h"
+
+namespace aichat {
+namespace {
+
+TEST(Base64Test, RoundTripsEveryLength) {
+  std::string data;
+  for (int i = 0; i < 70; ++i) {
+    EXPECT_EQ(*Base64UrlDecode(Base64UrlEncode(data)), data);
+    data += char(i * 37);
+  }
+  EXPECT_EQ(Base64UrlEncode("\xfb\xff"), "-_8");
+  EXPECT_FALSE(Base64UrlDecode("a").has_value());
+  EXPECT_FALSE(Base64UrlDecode("ab=c").has_value());
+  EXPECT_FALSE(Base64UrlDecode("ab+/").has_value());
+}
+
+TEST(Utf8Test, AcceptsValidRejectsInvalid) {
+  EXPECT_TRUE(IsValidUtf8("plain"));
+  EXPECT_TRUE(IsValidUtf8("h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80"));
+  EXPECT_FALSE(IsValidUtf8("\xc3"));                  // truncated
+  EXPECT_FALSE(IsValidUtf8("\xc0\xaf"));              // overlong
+  EXPECT_FALSE(IsValidUtf8("\xed\xa0\x80"));          // surrogate
+  EXPECT_FALSE(IsValidUtf8("\xf4\x90\x80\x80"));      // > U+10FFFF
+  EXPECT_FALSE(IsValidUtf8("\xff"));
+  EXPECT_FALSE(IsValidUtf8("a\x80"));
+}
+
+TEST(CheckTextTest, NamesTheField) {
+  auto st = CheckText("title", std::string(5, 'a'), 4, false);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("title"), std::string::npos);
+  EXPECT_NE(CheckText("content", "", 10, true).message().find("content is required"),
+            std::string::npos);
+  EXPECT_NE(CheckText("content", std::string("a\0b", 3), 10, true).message().find("NUL"),
+            std::string::npos);
+  EXPECT_NE(CheckText("content", "\xff", 10, true).message().find("UTF-8"), std::string::npos);
+  EXPECT_TRUE(CheckText("content", "ok", 10, true).ok());
+}
+
+TEST(PageTokenTest, RoundTripAndRejectsForeignTokens) {
+  std::string t = EncodePageToken({"123", "2026-01-01"});
+  auto parts = DecodePageToken(t, 2);
+  ASSERT_TRUE(parts.ok());
+  EXPECT_EQ((*parts)[0], "123");
+  EXPECT_EQ((*parts)[1], "2026-01-01");
+  EXPECT_EQ(DecodePageToken(t, 1).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(DecodePageToken("garbage!", 1).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(*NormalizePageSize(0), 50);
+  EXPECT_EQ(*NormalizePageSize(500), 500);
+  EXPECT_FALSE(NormalizePageSize(501).ok());
+  EXPECT_FALSE(NormalizePageSize(-1).ok());
+}
+
+}  // namespace
+}  // namespace aichat
