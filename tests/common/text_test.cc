@@ -58,3 +58,29 @@ TEST(PageTokenTest, RoundTripAndRejectsForeignTokens) {
 
 }  // namespace
 }  // namespace aichat
+
+#include "common/money.h"
+
+namespace aichat {
+namespace {
+
+TEST(MoneyTest, CostFormulaIsExactIntegerHalfUp) {
+  // gpt-4o-mini: 0.15 / 0.075 / 0.60 USD per 1M tokens.
+  Prices p{150000, 75000, 600000};
+  // 1000 prompt (200 cached), 500 completion:
+  // (800*150000 + 200*75000 + 500*600000) / 1000 = (120e6 + 15e6 + 300e6) / 1000 = 435000 nanos.
+  EXPECT_EQ(CostNanos(1000, 200, 500, p), 435000);
+  // One uncached token: 150000 picos / 1000 = 150 nanos.
+  EXPECT_EQ(CostNanos(1, 0, 0, p), 150);
+  // Half up: 1500 picos -> 1.5 -> 2; 1499 -> 1.
+  EXPECT_EQ(CostNanos(1, 0, 0, Prices{1500, 0, 0}), 2);
+  EXPECT_EQ(CostNanos(1, 0, 0, Prices{1499, 0, 0}), 1);
+  EXPECT_EQ(CostNanos(0, 0, 0, p), 0);
+  // Cached beyond prompt is clamped.
+  EXPECT_EQ(CostNanos(10, 20, 0, p), CostNanos(10, 10, 0, p));
+  // No overflow on absurd inputs.
+  EXPECT_EQ(CostNanos(INT64_MAX, 0, INT64_MAX, p), INT64_MAX);
+}
+
+}  // namespace
+}  // namespace aichat
