@@ -1,0 +1,53 @@
+#include "services/conversation/config.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace aichat::conversation {
+namespace {
+// Room in a gRPC message for everything but the contents (framing, other fields).
+constexpr int64_t kEnvelopeBytes = 64 * 1024;
+}  // namespace
+
+void DeclareSettings(Config& config) {
+  AddCommonSettings(config, 50052, 9102);
+  // AICHAT_MAX_MESSAGE_BYTES is the gRPC message limit (common); this is the text.
+  config.Add("max_content_bytes", "AICHAT_MAX_CONTENT_BYTES", "262144",
+             "Largest message content in bytes");
+  config.Add("max_title_chars", "AICHAT_MAX_TITLE_CHARS", "200",
+             "Longest conversation title in characters");
+  config.Add("max_system_prompt_bytes", "AICHAT_MAX_SYSTEM_PROMPT_BYTES", "32768",
+             "Largest system prompt in bytes");
+  config.Add("max_model_chars", "AICHAT_MAX_MODEL_CHARS", "100", "Longest model name");
+}
+
+absl::StatusOr<ConversationConfig> ReadSettings(const Config& config) {
+  ConversationConfig c;
+  auto common = ReadCommonSettings(config);
+  if (!common.ok()) return common.status();
+  c.common = *common;
+  const int64_t grpc_limit = c.common.max_message_bytes;
+  auto content = config.GetInt("max_content_bytes", 1, 64 << 20);
+  if (!content.ok()) return content.status();
+  auto title = config.GetInt("max_title_chars", 1, 10000);
+  if (!title.ok()) return title.status();
+  auto prompt = config.GetInt("max_system_prompt_bytes", 1, 16 << 20);
+  if (!prompt.ok()) return prompt.status();
+  auto model = config.GetInt("max_model_chars", 1, 1000);
+  if (!model.ok()) return model.status();
+  // An append carries one content; a ListConversations row a system prompt.
+  if (*content + kEnvelopeBytes > grpc_limit || *prompt + kEnvelopeBytes > grpc_limit) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "AICHAT_MAX_CONTENT_BYTES and AICHAT_MAX_SYSTEM_PROMPT_BYTES must stay at least ",
+        kEnvelopeBytes, " bytes under AICHAT_MAX_MESSAGE_BYTES (", grpc_limit, ")"));
+  }
+  c.service.max_content_bytes = static_cast<size_t>(*content);
+  c.service.max_title_chars = static_cast<size_t>(*title);
+  c.service.max_system_prompt_bytes = static_cast<size_t>(*prompt);
+  c.service.max_model_chars = static_cast<size_t>(*model);
+  // Contents per response: three quarters of the gRPC limit, at least one message.
+  c.service.max_response_bytes =
+      static_cast<size_t>(std::max<int64_t>(grpc_limit * 3 / 4, *content + *prompt));
+  return c;
+}
+
+}  // namespace aichat::conversation

@@ -1,0 +1,305 @@
+#include "services/conversation/pg_conversation_store.h"
+
+#include <algorithm>
+#include <limits>
+
+namespace aichat::conversation {
+
+// Reads only messages_context_idx (an index-only scan once the table is vacuumed).
+const char kContextScanSql[] =
+    "SELECT position, token_count FROM messages "
+    "WHERE conversation_id = $1 AND NOT superseded AND position < $2 "
+    "ORDER BY position DESC LIMIT $3";
+
+namespace {
+
+constexpr char kNotFound[] = "conversation not found";
+
+constexpr char kInsertConversation[] =
+    "INSERT INTO conversations (user_id, title, model, system_prompt, system_prompt_tokens) "
+    "VALUES ($1, $2, $3, $4, $5) RETURNING id, user_id, title, model, system_prompt, "
+    "system_prompt_tokens, message_count, created_at, updated_at";
+constexpr char kGetConversation[] =
+    "SELECT id, user_id, title, model, system_prompt, system_prompt_tokens, message_count, "
+    "created_at, updated_at FROM conversations WHERE id = $1 AND user_id = $2";
+constexpr char kListConversationsFirst[] =
+    "SELECT id, user_id, title, model, system_prompt, system_prompt_tokens, message_count, "
+    "created_at, updated_at FROM conversations WHERE user_id = $1 "
+    "ORDER BY updated_at DESC, id DESC LIMIT $2";
+constexpr char kListConversationsAfter[] =
+    "SELECT id, user_id, title, model, system_prompt, system_prompt_tokens, message_count, "
+    "created_at, updated_at FROM conversations "
+    "WHERE user_id = $1 AND (updated_at, id) < ($2::timestamptz, $3::bigint) "
+    "ORDER BY updated_at DESC, id DESC LIMIT $4";
+// GREATEST keeps updated_at monotonic even when a transaction that started earlier
+// commits later; clock_timestamp() is taken after the row lock is held.
+constexpr char kUpdateConversation[] =
+    "UPDATE conversations SET title = COALESCE($3::text, title), "
+    "model = COALESCE($4::text, model), system_prompt = COALESCE($5::text, system_prompt), "
+    "system_prompt_tokens = COALESCE($6::integer, system_prompt_tokens), "
+    "updated_at = GREATEST(updated_at, clock_timestamp()) "
+    "WHERE id = $1 AND user_id = $2 RETURNING id, user_id, title, model, system_prompt, "
+    "system_prompt_tokens, message_count, created_at, updated_at";
+constexpr char kDeleteConversation[] =
+    "DELETE FROM conversations WHERE id = $1 AND user_id = $2";
+
+// One statement: the UPDATE takes the conversation's row lock (and proves
+// ownership), hands out the next position, and the INSERT uses it. The lock is
+// held until commit, so positions commit in order: a reader never sees n+1
+// without n.
+constexpr char kAppendMessage[] =
+    "WITH c AS ("
+    "  UPDATE conversations SET last_position = last_position + 1, "
+    "    message_count = message_count + 1, "
+    "    updated_at = GREATEST(updated_at, clock_timestamp()) "
+    "  WHERE id = $1 AND user_id = $2 RETURNING id, last_position, updated_at) "
+    "INSERT INTO messages (conversation_id, position, role, content, token_count, "
+    "  token_count_estimated, prompt_id, replaces_message_id, created_at) "
+    "SELECT c.id, c.last_position, $3::text, $4::text, $5::integer, $6::boolean, $7::bigint, "
+    "  $8::bigint, c.updated_at FROM c "
+    "RETURNING id, conversation_id, role, '', token_count, token_count_estimated, prompt_id, "
+    "position, superseded, created_at";
+constexpr char kSupersede[] =
+    "UPDATE messages SET superseded = true "
+    "WHERE id = $1 AND conversation_id = $2 AND position < $3 AND NOT superseded";
+constexpr char kMessageSuperseded[] =
+    "SELECT superseded FROM messages WHERE id = $1 AND conversation_id = $2";
+
+// The conversation row decides NOT_FOUND; the lateral page may be empty.
+constexpr char kListMessages[] =
+    "SELECT m.id, m.conversation_id, m.role, m.content, m.token_count, "
+    "m.token_count_estimated, m.prompt_id, m.position, m.superseded, m.created_at "
+    "FROM conversations c LEFT JOIN LATERAL ("
+    "  SELECT * FROM messages WHERE conversation_id = c.id AND position > $3 "
+    "  ORDER BY position LIMIT $4) m ON true "
+    "WHERE c.id = $1 AND c.user_id = $2";
+
+constexpr char kContextConversation[] =
+    "SELECT system_prompt, system_prompt_tokens FROM conversations "
+    "WHERE id = $1 AND user_id = $2";
+constexpr char kContextFetch[] =
+    "SELECT id, conversation_id, role, content, token_count, token_count_estimated, prompt_id, "
+    "position, superseded, created_at FROM messages "
+    "WHERE conversation_id = $1 AND position >= $2 AND position <= $3 AND NOT superseded "
+    "ORDER BY position DESC";
+
+constexpr int kFirstScanBatch = 128;
+constexpr int kMaxScanBatch = 4096;
+
+const char* RoleText(MessageRole r) {
+  switch (r) {
+    case MessageRole::kAssistant: return "assistant";
+    case MessageRole::kSystem: return "system";
+    case MessageRole::kUser: break;
+  }
+  return "user";
+}
+
+MessageRole ParseRoleText(std::string_view s) {
+  if (s == "assistant") return MessageRole::kAssistant;
+  if (s == "system") return MessageRole::kSystem;
+  return MessageRole::kUser;
+}
+
+ConversationRecord ReadConversation(const PgResult& r, int row) {
+  ConversationRecord c;
+  c.id = r.Int(row, 0);
+  c.user_id = r.Int(row, 1);
+  c.title = r.String(row, 2);
+  c.model = r.String(row, 3);
+  c.system_prompt = r.String(row, 4);
+  c.system_prompt_tokens = static_cast<int32_t>(r.Int(row, 5));
+  c.message_count = r.Int(row, 6);
+  c.created_at = r.Time(row, 7);
+  c.updated_at = r.Time(row, 8);
+  return c;
+}
+
+MessageRecord ReadMessage(const PgResult& r, int row) {
+  MessageRecord m;
+  m.id = r.Int(row, 0);
+  m.conversation_id = r.Int(row, 1);
+  m.role = ParseRoleText(r.Text(row, 2));
+  m.content = r.String(row, 3);
+  m.token_count = static_cast<int32_t>(r.Int(row, 4));
+  m.token_count_estimated = r.Bool(row, 5);
+  m.prompt_id = r.Int(row, 6);
+  m.position = r.Int(row, 7);
+  m.superseded = r.Bool(row, 8);
+  m.created_at = r.Time(row, 9);
+  return m;
+}
+
+absl::StatusOr<ConversationRecord> OneConversation(absl::StatusOr<PgResult> r) {
+  if (!r.ok()) return r.status();
+  if (r->rows() == 0) return absl::NotFoundError(kNotFound);
+  return ReadConversation(*r, 0);
+}
+
+}  // namespace
+
+absl::StatusOr<ConversationRecord> PgConversationStore::CreateConversation(
+    int64_t user_id, const NewConversation& c) {
+  return OneConversation(pool_->Exec(
+      kInsertConversation, {user_id, c.title, c.model, c.system_prompt, c.system_prompt_tokens}));
+}
+
+absl::StatusOr<ConversationRecord> PgConversationStore::GetConversation(int64_t user_id,
+                                                                        int64_t id) {
+  return OneConversation(pool_->Exec(kGetConversation, {id, user_id}));
+}
+
+absl::StatusOr<std::vector<ConversationRecord>> PgConversationStore::ListConversations(
+    int64_t user_id, const std::optional<ConversationCursor>& after, int limit) {
+  auto r = after.has_value()
+               ? pool_->Exec(kListConversationsAfter, {user_id, after->updated_at, after->id, limit})
+               : pool_->Exec(kListConversationsFirst, {user_id, limit});
+  if (!r.ok()) return r.status();
+  std::vector<ConversationRecord> out;
+  out.reserve(r->rows());
+  for (int i = 0; i < r->rows(); ++i) out.push_back(ReadConversation(*r, i));
+  return out;
+}
+
+absl::StatusOr<ConversationRecord> PgConversationStore::UpdateConversation(
+    int64_t user_id, int64_t id, const ConversationPatch& patch) {
+  if (patch.empty()) return GetConversation(user_id, id);
+  return OneConversation(pool_->Exec(kUpdateConversation, {id, user_id, patch.title, patch.model,
+                                                           patch.system_prompt,
+                                                           patch.system_prompt_tokens}));
+}
+
+absl::Status PgConversationStore::DeleteConversation(int64_t user_id, int64_t id) {
+  auto r = pool_->Exec(kDeleteConversation, {id, user_id});
+  if (!r.ok()) return r.status();
+  if (r->affected() == 0) return absl::NotFoundError(kNotFound);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<MessageRecord> PgConversationStore::AppendMessage(int64_t user_id,
+                                                                 int64_t conversation_id,
+                                                                 const NewMessage& m) {
+  const std::vector<PgArg> args = {conversation_id, user_id,        RoleText(m.role),
+                                   m.content,       m.token_count,  m.token_count_estimated,
+                                   m.prompt_id,     m.replaces_message_id};
+  if (!m.replaces_message_id.has_value()) {
+    // The common case is one statement: one round trip, its own transaction.
+    auto r = pool_->Exec(kAppendMessage, args);
+    if (!r.ok()) return r.status();
+    if (r->rows() == 0) return absl::NotFoundError(kNotFound);
+    return ReadMessage(*r, 0);
+  }
+  MessageRecord out;
+  absl::Status st = pool_->Transaction([&](PgConn& conn) -> absl::Status {
+    auto r = conn.Exec(kAppendMessage, args);
+    if (!r.ok()) return r.status();
+    if (r->rows() == 0) return absl::NotFoundError(kNotFound);
+    out = ReadMessage(*r, 0);
+    // The conversation row lock taken above serialises this with every other
+    // append (and so every other supersede) of the conversation.
+    auto sup = conn.Exec(kSupersede, {*m.replaces_message_id, conversation_id, out.position});
+    if (!sup.ok()) return sup.status();
+    if (sup->affected() == 1) return absl::OkStatus();
+    auto old = conn.Exec(kMessageSuperseded, {*m.replaces_message_id, conversation_id});
+    if (!old.ok()) return old.status();
+    if (old->rows() == 0) {
+      return absl::InvalidArgumentError(
+          "replaces_message_id is not a message of this conversation");
+    }
+    return absl::FailedPreconditionError(
+        "replaces_message_id names a message that was already replaced");
+  });
+  if (!st.ok()) return st;
+  return out;
+}
+
+absl::StatusOr<std::vector<MessageRecord>> PgConversationStore::ListMessages(
+    int64_t user_id, int64_t conversation_id, int64_t after_position, int limit) {
+  auto r = pool_->Exec(kListMessages, {conversation_id, user_id, after_position, limit});
+  if (!r.ok()) return r.status();
+  if (r->rows() == 0) return absl::NotFoundError(kNotFound);
+  std::vector<MessageRecord> out;
+  out.reserve(r->rows());
+  for (int i = 0; i < r->rows(); ++i) {
+    if (r->IsNull(i, 0)) continue;  // the conversation has no messages on this page
+    out.push_back(ReadMessage(*r, i));
+  }
+  std::sort(out.begin(), out.end(),
+            [](const MessageRecord& a, const MessageRecord& b) { return a.position < b.position; });
+  return out;
+}
+
+absl::StatusOr<ContextWindow> PgConversationStore::GetContext(int64_t user_id,
+                                                              int64_t conversation_id,
+                                                              int64_t max_tokens,
+                                                              size_t max_bytes) {
+  ContextWindow out;
+  absl::Status st = pool_->Transaction([&](PgConn& conn) -> absl::Status {
+    out = ContextWindow{};
+    if (auto s = conn.ExecScript("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+        !s.ok()) {
+      return s;
+    }
+    auto conv = conn.Exec(kContextConversation, {conversation_id, user_id});
+    if (!conv.ok()) return conv.status();
+    if (conv->rows() == 0) return absl::NotFoundError(kNotFound);
+    out.system_prompt = conv->String(0, 0);
+    out.system_prompt_tokens = static_cast<int32_t>(conv->Int(0, 1));
+    out.token_count = out.system_prompt_tokens;
+
+    // Walk backwards from the newest live message while the tokens fit.
+    const int64_t budget = max_tokens - out.system_prompt_tokens;
+    int64_t used = 0;
+    int64_t lowest = 0;   // oldest position that fits
+    int64_t highest = 0;  // newest position that fits
+    int64_t before = std::numeric_limits<int64_t>::max();
+    int batch = kFirstScanBatch;
+    bool done = false;
+    while (!done) {
+      // When even the system prompt does not fit, one row tells whether anything
+      // was left out.
+      const int limit = budget < 0 ? 1 : batch;
+      auto scan = conn.Exec(kContextScanSql, {conversation_id, before, limit});
+      if (!scan.ok()) return scan.status();
+      for (int i = 0; i < scan->rows(); ++i) {
+        const int64_t tokens = scan->Int(i, 1);
+        if (budget < 0 || used + tokens > budget) {
+          out.truncated = true;
+          done = true;
+          break;
+        }
+        used += tokens;
+        lowest = scan->Int(i, 0);
+        if (highest == 0) highest = lowest;
+      }
+      if (scan->rows() < limit) done = true;
+      if (!done) {
+        before = scan->Int(scan->rows() - 1, 0);
+        batch = std::min(batch * 2, kMaxScanBatch);
+      }
+    }
+    if (highest == 0) return absl::OkStatus();
+
+    auto rows = conn.Exec(kContextFetch, {conversation_id, lowest, highest});
+    if (!rows.ok()) return rows.status();
+    size_t bytes = out.system_prompt.size();
+    for (int i = 0; i < rows->rows(); ++i) {
+      MessageRecord m = ReadMessage(*rows, i);
+      // The response must stay under the gRPC message limit: a few huge messages
+      // with small token counts are left out like messages over the token budget.
+      if (bytes + m.content.size() > max_bytes) {
+        out.truncated = true;
+        break;
+      }
+      bytes += m.content.size();
+      out.token_count += m.token_count;
+      out.messages.push_back(std::move(m));
+    }
+    std::reverse(out.messages.begin(), out.messages.end());
+    return absl::OkStatus();
+  });
+  if (!st.ok()) return st;
+  return out;
+}
+
+}  // namespace aichat::conversation
