@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# Runs the whole aichat suite on this machine.
+#   scripts/run.sh [up]        install what is missing, build, start everything, stay in the
+#                              foreground; Ctrl-C stops everything it started
+#   scripts/run.sh up --detach start and return
+#   scripts/run.sh down        stop what `up` started
+#   scripts/run.sh status      what is running, and where
+# State (PostgreSQL data, keys, logs) lives in $AICHAT_STATE_DIR (default: .state/ in the
+# project). Ports: AICHAT_PG_PORT (5433), AICHAT_USER_PORT (50051), AICHAT_CONVERSATION_PORT
+# (50052), AICHAT_AGENT_PORT (50053), AICHAT_USAGE_PORT (50054), AICHAT_METRICS_PORT_BASE
+# (9101: user, +1 conversation, +2 ai-agent, +3 usage), AICHAT_FAKE_LLM_PORT (8089).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+STATE="${AICHAT_STATE_DIR:-$AICHAT_ROOT/.state}"
+BUILD="${AICHAT_BUILD_DIR:-$AICHAT_ROOT/build}"
+PG_PORT="${AICHAT_PG_PORT:-5433}"
+declare -A PORT=(
+  [user]="${AICHAT_USER_PORT:-50051}"
+  [conversation]="${AICHAT_CONVERSATION_PORT:-50052}"
+  [ai-agent]="${AICHAT_AGENT_PORT:-50053}"
+  [usage]="${AICHAT_USAGE_PORT:-50054}"
+)
+MBASE="${AICHAT_METRICS_PORT_BASE:-9101}"
+declare -A MPORT=([user]=$MBASE [conversation]=$((MBASE + 1)) [ai-agent]=$((MBASE + 2)) [usage]=$((MBASE + 3)))
+declare -A BIN=(
+  [user]="$BUILD/services/user/aichat-user"
+  [conversation]="$BUILD/services/conversation/aichat-conversation"
+  [ai-agent]="$BUILD/services/ai-agent/aichat-agent"
+  [usage]="$BUILD/services/usage/aichat-usage"
+)
+declare -A DB=([user]=aichat_user [conversation]=aichat_conversation [ai-agent]=aichat_agent [usage]=aichat_usage)
+ORDER=(user conversation usage ai-agent)
+FAKE_PORT="${AICHAT_FAKE_LLM_PORT:-8089}"
+FAKE_BIN="$BUILD/tests/fakes/aichat-fake-llm"
+
+# PostgreSQL refuses to run as root and needs every parent of its data directory to be
+# traversable by the postgres user (a checkout under /root is not, and $STATE is 0700). As
+# root the cluster therefore lives in /var/lib/aichat/<hash of $STATE>/ and $STATE/pg points
+# at it; its log sits beside it, linked from $STATE/logs/postgres.log.
+pg_data_dir() {
+  if [[ -L "$STATE/pg" || -d "$STATE/pg" ]]; then
+    readlink -f "$STATE/pg"
+    return
+  fi
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "$STATE/pg"
+    return
+  fi
+  local dir
+  dir="/var/lib/aichat/$(echo -n "$STATE" | sha256sum | cut -c1-16)"
+  mkdir -p "$dir"
+  chmod 755 /var/lib/aichat
+  chown postgres "$dir"
+  chmod 700 "$dir"
+  ln -sfn "$dir/pg" "$STATE/pg"
+  echo "$dir/pg"
+}
+
+pidfile() { echo "$STATE/run/$1.pid"; }
+
+running() {
+  local f
+  f=$(pidfile "$1")
+  [[ -f "$f" ]] && kill -0 "$(cat "$f")" 2>/dev/null
+}
+
+stop_one() {
+  local name=$1 f pid
+  f=$(pidfile "$name")
+  [[ -f "$f" ]] || return 0
+  pid=$(cat "$f")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
+
+ensure_keys() {
+  local keys="$STATE/keys.env"
+  if [[ ! -f "$keys" ]]; then
+    log "generating token keys and a service token (first run) in $keys"
+    umask 077
+    "${BIN[user]}" keygen >"$keys.tmp"
+    # shellcheck disable=SC1090
+    source "$keys.tmp"
+    echo "AICHAT_SERVICE_TOKEN=$(AICHAT_JWT_SIGNING_KEY=$AICHAT_JWT_SIGNING_KEY "${BIN[user]}" \
+      mint-service-token --service_name=local-suite)" >>"$keys.tmp"
+    mv "$keys.tmp" "$keys"
+    chmod 600 "$keys"
+  fi
+  set -a
+  # shellcheck disable=SC1090
+  source "$keys"
+  set +a
+}
+
+start_postgres() {
+  local data
+  data=$(pg_data_dir)
+  if [[ ! -f "$data/PG_VERSION" ]]; then
+    log "creating the PostgreSQL cluster in $data"
+    pg_init "$data"
+  fi
+  if ! as_postgres "$PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    local pglog
+    pglog="$(dirname "$data")/postgres.log"
+    [[ $(id -u) -ne 0 ]] && pglog="$STATE/logs/postgres.log"
+    [[ -e "$STATE/logs/postgres.log" ]] || ln -sfn "$pglog" "$STATE/logs/postgres.log"
+    pg_start "$data" "$PG_PORT" "$pglog"
+    touch "$STATE/run/postgres.started"
+  fi
+  for svc in "${ORDER[@]}"; do
+    as_postgres psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc \
+      "SELECT 1 FROM pg_database WHERE datname='${DB[$svc]}'" | grep -q 1 ||
+      as_postgres createdb -h 127.0.0.1 -p "$PG_PORT" -U postgres "${DB[$svc]}"
+  done
+}
+
+start_fake_llm() {
+  [[ -x "$FAKE_BIN" ]] || return 0
+  if [[ -n "${OPENAI_API_KEY:-}" ]]; then
+    log "LLM provider: ${OPENAI_BASE_URL:-https://api.openai.com/v1} (OPENAI_API_KEY is set)"
+    return 0
+  fi
+  running fake-llm && return 0
+  log "LLM provider: the FAKE provider (offline; set OPENAI_API_KEY to use OpenAI)"
+  "$FAKE_BIN" --listen="127.0.0.1:$FAKE_PORT" --tls --cert_out="$STATE/fake-llm-cert.pem" \
+    >"$STATE/logs/fake-llm.log" 2>&1 &
+  echo $! >"$(pidfile fake-llm)"
+  wait_port "$FAKE_PORT" 20 || die "the fake LLM did not start; see $STATE/logs/fake-llm.log"
+  export OPENAI_BASE_URL="https://127.0.0.1:$FAKE_PORT/v1" OPENAI_API_KEY="fake-key"
+  export SSL_CERT_FILE="$STATE/fake-llm-cert.pem"
+}
+
+start_service() {
+  local svc=$1
+  [[ -x "${BIN[$svc]}" ]] || return 0
+  running "$svc" && return 0
+  (
+    export AICHAT_LISTEN="127.0.0.1:${PORT[$svc]}"
+    export AICHAT_METRICS_LISTEN="127.0.0.1:${MPORT[$svc]}"
+    export DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/${DB[$svc]}"
+    export AICHAT_USER_ADDR="127.0.0.1:${PORT[user]}"
+    export AICHAT_CONVERSATION_ADDR="127.0.0.1:${PORT[conversation]}"
+    export AICHAT_USAGE_ADDR="127.0.0.1:${PORT[usage]}"
+    export AICHAT_AGENT_ADDR="127.0.0.1:${PORT[ai-agent]}"
+    exec "${BIN[$svc]}" >>"$STATE/logs/$svc.log" 2>&1
+  ) &
+  echo $! >"$(pidfile "$svc")"
+  wait_port "${PORT[$svc]}" 30 || die "$svc did not start; see $STATE/logs/$svc.log"
+}
+
+down() {
+  for svc in ai-agent usage conversation user fake-llm; do stop_one "$svc"; done
+  if [[ -f "$STATE/run/postgres.started" ]]; then
+    pg_stop "$(pg_data_dir)"
+    rm -f "$STATE/run/postgres.started"
+  fi
+  log "stopped"
+}
+
+status() {
+  for svc in postgres fake-llm "${ORDER[@]}"; do
+    local state="stopped" where=""
+    case $svc in
+      postgres)
+        if [[ -e "$STATE/pg" ]] && as_postgres "$PG_BIN/pg_ctl" -D "$(pg_data_dir)" status >/dev/null 2>&1; then
+          state=running
+        fi
+        where="127.0.0.1:$PG_PORT" ;;
+      fake-llm) running fake-llm && state=running; where="https://127.0.0.1:$FAKE_PORT/v1" ;;
+      *) running "$svc" && state=running; where="127.0.0.1:${PORT[$svc]} (metrics :${MPORT[$svc]})" ;;
+    esac
+    printf '  %-13s %-8s %s\n' "$svc" "$state" "$where"
+  done
+}
+
+up() {
+  local detach=${1:-}
+  install_deps
+  [[ -n "${AICHAT_NO_BUILD:-}" ]] || build "$BUILD"
+  mkdir -p "$STATE/logs" "$STATE/run"
+  chmod 700 "$STATE"
+  ensure_keys
+  start_postgres
+  start_fake_llm
+  for svc in "${ORDER[@]}"; do start_service "$svc"; done
+  cat >&2 <<MSG
+
+aichat is running. Logs: $STATE/logs/<service>.log
+$(status)
+
+Try it:
+  export AICHAT_SERVER=127.0.0.1:${PORT[user]}
+  $BUILD/cli/aichat register you@example.com      # then: aichat login, aichat chat
+  First admin: DATABASE_URL=postgresql://postgres@127.0.0.1:$PG_PORT/aichat_user \\
+      $BUILD/services/user/aichat-user set-role you@example.com admin
+MSG
+  if [[ "$detach" != "--detach" ]]; then
+    trap 'echo; down; exit 0' INT TERM
+    log "Ctrl-C stops everything started here"
+    while true; do sleep 1; done
+  fi
+}
+
+case "${1:-up}" in
+  up) up "${2:-}" ;;
+  down | stop) down ;;
+  status) status ;;
+  *) die "usage: scripts/run.sh [up [--detach] | down | status]" ;;
+esac
