@@ -47,6 +47,8 @@ constexpr const char* kMaxTokenKeys[] = {"max_completion_tokens", "max_tokens"};
 // State of one connection shared by its reader and responder coroutines.
 struct SessionState {
   explicit SessionState(asio::any_io_executor ex) : wait_timer(ex), idle_signal(ex) {}
+  virtual ~SessionState() = default;
+  virtual void Close() = 0;
   asio::steady_timer wait_timer;   // delays, stalls and holds of the responder
   asio::steady_timer idle_signal;  // wakes the reader when a response is done
   int64_t id = 0;
@@ -61,6 +63,12 @@ struct Session : SessionState {
   Stream stream;
   beast::flat_buffer buffer;
   beast::tcp_stream& Tcp() { return beast::get_lowest_layer(stream); }
+  void Close() override {
+    closing = true;
+    Tcp().close();
+    wait_timer.cancel();
+    idle_signal.cancel();
+  }
 };
 
 std::string ErrorBody(std::string_view message, std::string_view type, std::string_view code) {
@@ -161,7 +169,17 @@ class FakeLlmServer::Impl {
     if (stopped_.exchange(true)) {
       return;
     }
-    ioc_.stop();
+    // Close the listener and every connection on the I/O thread, then stop it.
+    asio::post(ioc_, [this] {
+      error_code ec;
+      acceptor_.close(ec);
+      for (std::weak_ptr<SessionState>& w : sessions_) {
+        if (auto s = w.lock()) {
+          s->Close();
+        }
+      }
+      ioc_.stop();
+    });
     if (thread_.joinable()) {
       thread_.join();
     }
@@ -224,16 +242,19 @@ class FakeLlmServer::Impl {
       }
       socket.set_option(tcp::no_delay(true), ec);
       int64_t id = ++connections_;
+      sessions_.remove_if([](const std::weak_ptr<SessionState>& w) { return w.expired(); });
       if (ssl_ctx_) {
         auto s = std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(
             beast::ssl_stream<beast::tcp_stream>(beast::tcp_stream(std::move(socket)), *ssl_ctx_),
             ioc_.get_executor());
         s->id = id;
+        sessions_.push_back(s);
         asio::co_spawn(ioc_, ReadLoop(s), asio::detached);
       } else {
         auto s = std::make_shared<Session<beast::tcp_stream>>(beast::tcp_stream(std::move(socket)),
                                                               ioc_.get_executor());
         s->id = id;
+        sessions_.push_back(s);
         asio::co_spawn(ioc_, ReadLoop(s), asio::detached);
       }
     }
@@ -716,6 +737,7 @@ class FakeLlmServer::Impl {
   std::atomic<int64_t> active_{0};
   std::atomic<int64_t> held_count_{0};
   std::list<asio::steady_timer*> held_;  // I/O thread only
+  std::list<std::weak_ptr<SessionState>> sessions_;  // I/O thread only
   mutable absl::Mutex mu_;
   std::deque<std::string> script_ ABSL_GUARDED_BY(mu_);
   std::vector<RecordedRequest> log_ ABSL_GUARDED_BY(mu_);

@@ -396,9 +396,13 @@ asio::awaitable<StepError> HttpCall::Attempt(const Url& url, const std::optional
     current_ = conn.get();
     bool redo = false;
     bool reusable = false;
-    StepError e = conn->secure
-                      ? co_await Exchange(*conn->secure, *conn, req, reused, redo, reusable)
-                      : co_await Exchange(*conn->plain, *conn, req, reused, redo, reusable);
+    // (No co_await inside ?: — g++ 12 destroys the temporaries twice.)
+    StepError e;
+    if (conn->secure) {
+      e = co_await Exchange(*conn->secure, *conn, req, reused, redo, reusable);
+    } else {
+      e = co_await Exchange(*conn->plain, *conn, req, reused, redo, reusable);
+    }
     current_ = nullptr;
     if (redo && !cancelled_) {
       conn->Close();
