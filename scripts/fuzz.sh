@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets (clang, not the CMake build: they need
+# -fsanitize=fuzzer) and runs each for a while.
+#   scripts/fuzz.sh [seconds-per-target]   default 10; e.g. 600 for a real run
+# Needs Debian clang and libclang-rt-14-dev. Corpus seeds live in fuzz/corpus/;
+# runs work on a copy, crashes are written to $OUT/<target>/ and fail the script.
+set -euo pipefail
+
+SECONDS_PER_TARGET="${1:-10}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OUT="${AICHAT_FUZZ_DIR:-${TMPDIR:-/tmp}/aichat-fuzz}"
+CXX="${FUZZ_CXX:-$(command -v clang++ || command -v clang++-14 || true)}"
+if [[ -z "$CXX" ]]; then
+  echo "fuzz.sh: clang++ not found (apt-get install clang libclang-rt-14-dev)" >&2
+  exit 1
+fi
+mkdir -p "$OUT"
+
+ABSL_LIBS="$(pkg-config --libs absl_status absl_statusor absl_strings)"
+FLAGS=(-std=c++20 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
+       -fno-sanitize-recover=undefined -I"$ROOT" -DOPENSSL_API_COMPAT=30000)
+
+build() {  # name sources...
+  local name="$1"; shift
+  "$CXX" "${FLAGS[@]}" "$@" -o "$OUT/$name" $ABSL_LIBS -lboost_json
+}
+
+echo "fuzz.sh: building into $OUT"
+build sse_parser_fuzz "$ROOT/fuzz/sse_parser_fuzz.cc" \
+  "$ROOT/services/ai-agent/llm/sse_parser.cc" &
+pid1=$!
+build chat_chunk_fuzz "$ROOT/fuzz/chat_chunk_fuzz.cc" \
+  "$ROOT/services/ai-agent/llm/chat_chunk.cc" &
+pid2=$!
+wait "$pid1"
+wait "$pid2"
+
+status=0
+for target in sse_parser chat_chunk; do
+  corpus="$OUT/$target/corpus"
+  mkdir -p "$corpus"
+  cp -n "$ROOT/fuzz/corpus/$target/"* "$corpus/" 2>/dev/null || true
+  echo "fuzz.sh: $target for ${SECONDS_PER_TARGET}s"
+  if ! (cd "$OUT/$target" && "$OUT/${target}_fuzz" -max_total_time="$SECONDS_PER_TARGET" \
+          -max_len=4096 -print_final_stats=1 "$corpus" > "$OUT/$target/log.txt" 2>&1); then
+    echo "fuzz.sh: $target FAILED; see $OUT/$target/log.txt and crash-* there" >&2
+    tail -30 "$OUT/$target/log.txt" >&2
+    status=1
+  else
+    grep -E "^stat::number_of_executed_units|^Done" "$OUT/$target/log.txt" | tr '\n' ' '
+    echo
+  fi
+done
+exit $status
