@@ -122,9 +122,14 @@ int main(int argc, char** argv) {
   }
   if (cmd == "set-role") {
     if (args.size() != 3) return Fail(absl::InvalidArgumentError("usage: set-role EMAIL ROLE"));
-    auto cfg = ReadSettings(config, /*needs_database=*/true);
-    if (!cfg.ok()) return Fail(cfg.status());
-    return SetRole(*cfg, args[1], args[2]);
+    // Needs only the database: an operator runs it with DATABASE_URL alone.
+    UserConfig cfg;
+    cfg.common.database_url = config.Get("database_url");
+    cfg.common.db_pool_size = 1;
+    if (cfg.common.database_url.empty()) {
+      return Fail(absl::InvalidArgumentError("DATABASE_URL (--database_url) is required"));
+    }
+    return SetRole(cfg, args[1], args[2]);
   }
   if (cmd != "serve") {
     return Fail(absl::InvalidArgumentError(absl::StrCat("unknown command ", cmd, " (see --help)")));

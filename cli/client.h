@@ -1,0 +1,81 @@
+// What every `aichat` command shares: where the services are, the saved login,
+// output in text or JSON, and one-line error messages for gRPC statuses.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <grpcpp/channel.h>
+#include <grpcpp/client_context.h>
+
+#include "absl/time/time.h"
+
+namespace google::protobuf {
+class Message;
+}
+
+namespace aichat::cli {
+
+struct Credentials {
+  std::string access_token;
+  std::string refresh_token;
+  int64_t expires_at = 0;  // unix seconds
+  std::string email;
+  int64_t user_id = 0;
+};
+
+class Cli {
+ public:
+  // Parses global flags (--json, --server, --user_addr, ...) out of args.
+  explicit Cli(std::vector<std::string>& args);
+
+  bool json() const { return json_; }
+  std::shared_ptr<grpc::Channel> Channel(const std::string& service);  // "user", ...
+
+  // ~/.config/aichat/credentials (mode 0600).
+  std::string CredentialsPath() const;
+  std::optional<Credentials> LoadCredentials() const;
+  bool SaveCredentials(const Credentials& c) const;
+  void ForgetCredentials() const;
+
+  // A context with a deadline and, when `auth`, a fresh access token (refreshed
+  // with the saved refresh token when it is about to expire). nullptr after
+  // printing "not logged in" when there is no usable login.
+  std::unique_ptr<grpc::ClientContext> Context(bool auth, absl::Duration deadline = absl::Seconds(30));
+
+  // Prints a message as JSON (with --json) or as text via `text`.
+  void Print(const google::protobuf::Message& m, const std::string& text) const;
+
+  // "aichat: <what>: <clear words>" on stderr; returns the exit code for it.
+  int Fail(const std::string& what, const grpc::Status& status) const;
+  int Usage(const std::string& text) const;
+
+ private:
+  bool json_ = false;
+  std::string host_;
+  std::string user_addr_, conversation_addr_, agent_addr_, usage_addr_;
+  std::vector<std::pair<std::string, std::shared_ptr<grpc::Channel>>> channels_;
+};
+
+// Reads a password: without echo from a terminal, else one line of stdin.
+std::string ReadSecret(const std::string& prompt);
+std::string FormatTime(int64_t unix_seconds);
+// "$0.000435" from nanos, exact (integer formatting).
+std::string FormatUsd(int64_t nanos);
+
+// Exit codes by outcome, for scripts.
+enum ExitCode {
+  kOk = 0,
+  kError = 1,
+  kUsage = 2,
+  kAuth = 3,           // not logged in, bad credentials, permission denied
+  kNotFound = 4,
+  kLimited = 5,        // rate limit, budget, provider 429
+  kUnavailable = 6,    // a service or the provider is down
+  kInvalid = 7,        // bad input
+  kCancelled = 130,
+};
+
+}  // namespace aichat::cli
