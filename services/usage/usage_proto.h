@@ -1,0 +1,30 @@
+// Request validation and proto <-> domain mapping for the usage service. Every
+// check answers INVALID_ARGUMENT naming the field.
+#pragma once
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "aichat/usage/v1/usage.pb.h"
+#include "services/usage/usage_store.h"
+
+namespace aichat::usage {
+
+inline constexpr size_t kMaxEventIdBytes = 128;
+inline constexpr size_t kMaxModelBytes = 200;
+// Far above any real turn; keeps every sum of a month's ledger inside int64.
+inline constexpr int64_t kMaxTokens = 1'000'000'000;
+inline constexpr int64_t kMaxPriceMicrosPerMtok = 10'000'000'000;  // USD 10,000 per 1M tokens
+// How far an event's occurred_at may be ahead of our clock (clock skew between hosts).
+inline constexpr absl::Duration kMaxFutureSkew = absl::Minutes(5);
+
+// Checks every field (cost_nanos must equal CostNanos over the event's own tokens
+// and prices) and converts.
+absl::StatusOr<UsageEventRecord> EventFromProto(const v1::UsageEvent& event, absl::Time now);
+void EventToProto(const UsageEventRecord& e, v1::UsageEvent* out);
+
+absl::Status CheckEventId(const std::string& event_id, const char* field);
+
+void BudgetToProto(const BudgetState& b, v1::Budget* out);
+void RowToProto(const SummaryTotals& t, v1::SummaryRow* out);
+
+}  // namespace aichat::usage
