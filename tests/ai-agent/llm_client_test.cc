@@ -308,20 +308,26 @@ TEST_F(LlmClientTest, StalledStreamIsCut) {
 TEST_F(LlmClientTest, CancelMidStreamClosesTheUpstreamConnection) {
   auto done = std::make_shared<absl::Notification>();
   auto result = std::make_shared<Result>();
+  auto deltas = std::make_shared<std::atomic<int>>(0);
   std::shared_ptr<LlmCall> call = client_->Start(
       Request("a b c d [[fake:hold_last tokens=4]]"),
-      [result](std::string_view d) { result->deltas.emplace_back(d); },
+      [result, deltas](std::string_view d) {
+        result->deltas.emplace_back(d);
+        ++*deltas;
+      },
       [result, done](LlmOutcome o) {
         result->outcome = std::move(o);
         done->Notify();
       });
-  ASSERT_TRUE(PollUntil([&] { return fake_->Stats().held == 1; }));
+  // The fake holds the 4th token back; the client has all 3 before it.
+  ASSERT_TRUE(PollUntil([&] { return fake_->Stats().held == 1 && deltas->load() == 3; }));
   call->Cancel();
   ASSERT_TRUE(done->WaitForNotificationWithTimeout(absl::Seconds(10)));
   call->Cancel();  // idempotent, after done too
   EXPECT_EQ(result->outcome.kind, LlmErrorKind::kCancelled);
   EXPECT_EQ(result->outcome.status.code(), absl::StatusCode::kCancelled);
   EXPECT_TRUE(result->outcome.delivered_any);
+  EXPECT_EQ(result->outcome.content, "a b c ");
   EXPECT_TRUE(result->outcome.usage.estimated);
   EXPECT_TRUE(PollUntil([&] { return fake_->Stats().disconnects_mid_stream == 1; }));
   EXPECT_EQ(fake_->Stats().held, 0);

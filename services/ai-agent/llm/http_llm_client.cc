@@ -733,6 +733,8 @@ class HttpLlmClient : public LlmClient {
     ssl::context& ctx = shared->ssl_ctx;
     ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
                     ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+    // Idle streams (waiting on the model) then hold no 16 KiB+ record buffers.
+    SSL_CTX_set_mode(ctx.native_handle(), SSL_MODE_RELEASE_BUFFERS);
     error_code ec;
     if (!options.ca_pem.empty()) {
       ctx.add_certificate_authority(asio::buffer(options.ca_pem), ec);

@@ -1,0 +1,380 @@
+#include "services/ai-agent/pg_agent_store.h"
+
+#include <algorithm>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/base64.h"
+
+namespace aichat::agent {
+namespace {
+
+// --- models ---
+
+#define AICHAT_MODEL_COLS                                                                  \
+  "name, provider_model, base_url, api_key_env, input_price_micros_per_mtok, "             \
+  "cached_input_price_micros_per_mtok, output_price_micros_per_mtok, context_window, "     \
+  "max_output_tokens, default_temperature, enabled, is_default, use_max_tokens_param, "    \
+  "updated_at"
+
+constexpr char kListModels[] =
+    "SELECT " AICHAT_MODEL_COLS " FROM ai_model_configs ORDER BY name";
+// Serialises default switches: two concurrent "make X the default" upserts would
+// otherwise each clear the old default and then collide on the partial unique index.
+constexpr char kLockDefault[] =
+    "SELECT pg_advisory_xact_lock(hashtext('ai_model_configs.is_default'))";
+constexpr char kClearDefault[] =
+    "UPDATE ai_model_configs SET is_default = false, updated_at = now() "
+    "WHERE is_default AND name <> $1";
+constexpr char kUpsertModel[] =
+    "INSERT INTO ai_model_configs (name, provider_model, base_url, api_key_env, "
+    "input_price_micros_per_mtok, cached_input_price_micros_per_mtok, "
+    "output_price_micros_per_mtok, context_window, max_output_tokens, default_temperature, "
+    "enabled, is_default, use_max_tokens_param) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::double precision, $11, $12, $13) "
+    "ON CONFLICT (name) DO UPDATE SET provider_model = EXCLUDED.provider_model, "
+    "base_url = EXCLUDED.base_url, api_key_env = EXCLUDED.api_key_env, "
+    "input_price_micros_per_mtok = EXCLUDED.input_price_micros_per_mtok, "
+    "cached_input_price_micros_per_mtok = EXCLUDED.cached_input_price_micros_per_mtok, "
+    "output_price_micros_per_mtok = EXCLUDED.output_price_micros_per_mtok, "
+    "context_window = EXCLUDED.context_window, max_output_tokens = EXCLUDED.max_output_tokens, "
+    "default_temperature = EXCLUDED.default_temperature, enabled = EXCLUDED.enabled, "
+    "is_default = EXCLUDED.is_default, use_max_tokens_param = EXCLUDED.use_max_tokens_param, "
+    "updated_at = now() "
+    "RETURNING " AICHAT_MODEL_COLS;
+constexpr char kDeleteModel[] = "DELETE FROM ai_model_configs WHERE name = $1 RETURNING name";
+
+// --- prompts ---
+
+#define AICHAT_PROMPT_COLS                                                                   \
+  "id, user_id, conversation_id, status, COALESCE(idempotency_key, ''), event_id, model, "   \
+  "provider_model, input_price_micros_per_mtok, cached_input_price_micros_per_mtok, "        \
+  "output_price_micros_per_mtok, context_window, max_output_tokens, user_message_id, "       \
+  "response_message_id, replaces_message_id, prompt_tokens, completion_tokens, "             \
+  "cached_tokens, estimated, cost_nanos, finish_reason, error, response_text, latency_ms, " \
+  "ttft_ms, created_at, completed_at"
+
+constexpr char kInsertPrompt[] =
+    "INSERT INTO ai_prompts (user_id, conversation_id, idempotency_key, event_id, model, "
+    "provider_model, input_price_micros_per_mtok, cached_input_price_micros_per_mtok, "
+    "output_price_micros_per_mtok, context_window, max_output_tokens, user_message_id, "
+    "replaces_message_id) "
+    "VALUES ($1, $2, NULLIF($3, ''), $4, $5, $6, $7, $8, $9, $10, $11, NULLIF($12::bigint, 0), "
+    "NULLIF($13::bigint, 0)) RETURNING " AICHAT_PROMPT_COLS;
+constexpr char kPromptByKey[] =
+    "SELECT " AICHAT_PROMPT_COLS " FROM ai_prompts WHERE user_id = $1 AND idempotency_key = $2";
+constexpr char kPromptById[] =
+    "SELECT " AICHAT_PROMPT_COLS " FROM ai_prompts WHERE id = $1 AND user_id = $2";
+constexpr char kListPrompts[] =
+    "SELECT " AICHAT_PROMPT_COLS " FROM ai_prompts "
+    "WHERE user_id = $1 AND ($2::bigint <= 0 OR id < $2) ORDER BY id DESC LIMIT $3";
+constexpr char kListConversationPrompts[] =
+    "SELECT " AICHAT_PROMPT_COLS " FROM ai_prompts "
+    "WHERE user_id = $1 AND conversation_id = $4 AND ($2::bigint <= 0 OR id < $2) "
+    "ORDER BY id DESC LIMIT $3";
+constexpr char kPromptExists[] = "SELECT 1 FROM ai_prompts WHERE id = $1";
+constexpr char kMarkStreaming[] =
+    "UPDATE ai_prompts SET status = 'STREAMING', "
+    "user_message_id = COALESCE(NULLIF($2::bigint, 0), user_message_id) "
+    "WHERE id = $1 AND status = 'PENDING' RETURNING id";
+constexpr char kMarkRefused[] =
+    "UPDATE ai_prompts SET status = $2, error = $3, completed_at = now() "
+    "WHERE id = $1 AND status IN ('PENDING', 'STREAMING') RETURNING id";
+constexpr char kFinishPrompt[] =
+    "UPDATE ai_prompts SET status = $2, response_message_id = NULLIF($3::bigint, 0), "
+    "response_text = $4, reported_model = $5, prompt_tokens = $6, completion_tokens = $7, "
+    "cached_tokens = $8, estimated = $9, cost_nanos = $10, finish_reason = $11, error = $12, "
+    "latency_ms = $13, ttft_ms = $14, completed_at = now() "
+    "WHERE id = $1 AND status IN ('PENDING', 'STREAMING') RETURNING event_id";
+
+#undef AICHAT_PROMPT_COLS
+#undef AICHAT_MODEL_COLS
+
+// --- outbox ---
+
+constexpr char kInsertOutbox[] = "INSERT INTO usage_outbox (event_id, payload) VALUES ($1, $2)";
+// Leases instead of row locks held across RPCs: the claim commits at once, the
+// publisher calls usage outside any transaction, and a crashed publisher's rows
+// come back when the lease runs out (RecordUsage is idempotent on event_id).
+constexpr char kClaimOutbox[] =
+    "UPDATE usage_outbox SET locked_until = now() + $2::double precision * interval '1 "
+    "microsecond', attempts = attempts + 1 "
+    "WHERE id IN (SELECT id FROM usage_outbox WHERE next_attempt_at <= now() "
+    "AND (locked_until IS NULL OR locked_until < now()) ORDER BY id LIMIT $1 "
+    "FOR UPDATE SKIP LOCKED) "
+    "RETURNING id, event_id, payload, attempts, created_at";
+constexpr char kAckOutbox[] = "DELETE FROM usage_outbox WHERE id = ANY($1::bigint[])";
+constexpr char kRetryOutbox[] =
+    "UPDATE usage_outbox SET locked_until = NULL, "
+    "next_attempt_at = now() + $2::double precision * interval '1 microsecond', "
+    "last_error = $3 WHERE id = $1 RETURNING id";
+constexpr char kOutboxBacklog[] =
+    "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 "
+    "FROM usage_outbox";
+
+constexpr size_t kMaxErrorChars = 2000;
+
+double ParseDouble(const PgResult& r, int row, int col) {
+  double v = 0;
+  (void)absl::SimpleAtod(r.String(row, col), &v);
+  return v;
+}
+
+ModelRecord ReadModel(const PgResult& r, int row) {
+  ModelRecord m;
+  m.name = r.String(row, 0);
+  m.provider_model = r.String(row, 1);
+  m.base_url = r.String(row, 2);
+  m.api_key_env = r.String(row, 3);
+  m.prices.input_micros_per_mtok = r.Int(row, 4);
+  m.prices.cached_input_micros_per_mtok = r.Int(row, 5);
+  m.prices.output_micros_per_mtok = r.Int(row, 6);
+  m.context_window = static_cast<int32_t>(r.Int(row, 7));
+  m.max_output_tokens = static_cast<int32_t>(r.Int(row, 8));
+  m.default_temperature = ParseDouble(r, row, 9);
+  m.enabled = r.Bool(row, 10);
+  m.is_default = r.Bool(row, 11);
+  m.use_max_tokens_param = r.Bool(row, 12);
+  m.updated_at = r.Time(row, 13);
+  return m;
+}
+
+PromptRecord ReadPrompt(const PgResult& r, int row) {
+  PromptRecord p;
+  p.id = r.Int(row, 0);
+  p.user_id = r.Int(row, 1);
+  p.conversation_id = r.Int(row, 2);
+  p.status = ParsePromptStatus(r.Text(row, 3));
+  p.idempotency_key = r.String(row, 4);
+  p.event_id = r.String(row, 5);
+  p.model = r.String(row, 6);
+  p.provider_model = r.String(row, 7);
+  p.prices.input_micros_per_mtok = r.Int(row, 8);
+  p.prices.cached_input_micros_per_mtok = r.Int(row, 9);
+  p.prices.output_micros_per_mtok = r.Int(row, 10);
+  p.context_window = static_cast<int32_t>(r.Int(row, 11));
+  p.max_output_tokens = static_cast<int32_t>(r.Int(row, 12));
+  p.user_message_id = r.Int(row, 13);
+  p.response_message_id = r.Int(row, 14);
+  p.replaces_message_id = r.Int(row, 15);
+  p.prompt_tokens = r.Int(row, 16);
+  p.completion_tokens = r.Int(row, 17);
+  p.cached_tokens = r.Int(row, 18);
+  p.estimated = r.Bool(row, 19);
+  p.cost_nanos = r.Int(row, 20);
+  p.finish_reason = r.String(row, 21);
+  p.error = r.String(row, 22);
+  p.response_text = r.String(row, 23);
+  p.latency_ms = r.Int(row, 24);
+  p.ttft_ms = r.Int(row, 25);
+  p.created_at = r.Time(row, 26);
+  if (!r.IsNull(row, 27)) p.completed_at = r.Time(row, 27);
+  return p;
+}
+
+absl::StatusOr<PromptRecord> OnePrompt(absl::StatusOr<PgResult> r) {
+  if (!r.ok()) return r.status();
+  if (r->rows() == 0) return absl::NotFoundError("prompt not found");
+  return ReadPrompt(*r, 0);
+}
+
+std::string Micros(absl::Duration d) {
+  return absl::StrCat(absl::ToInt64Microseconds(std::max(d, absl::ZeroDuration())));
+}
+
+// Provider error texts can be long; cut on a UTF-8 boundary so PostgreSQL accepts it.
+std::string Truncated(const std::string& s) {
+  if (s.size() <= kMaxErrorChars) return s;
+  size_t n = kMaxErrorChars;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  return s.substr(0, n);
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<ModelRecord>> PgAgentStore::ListModels() {
+  auto r = pool_->Exec(kListModels);
+  if (!r.ok()) return r.status();
+  std::vector<ModelRecord> out;
+  out.reserve(r->rows());
+  for (int i = 0; i < r->rows(); ++i) out.push_back(ReadModel(*r, i));
+  return out;
+}
+
+absl::StatusOr<ModelRecord> PgAgentStore::UpsertModel(const ModelRecord& m) {
+  ModelRecord saved;
+  absl::Status st = pool_->Transaction([&](PgConn& conn) -> absl::Status {
+    if (m.is_default) {
+      if (auto r = conn.Exec(kLockDefault); !r.ok()) return r.status();
+      if (auto r = conn.Exec(kClearDefault, {m.name}); !r.ok()) return r.status();
+    }
+    auto r = conn.Exec(kUpsertModel,
+                       {m.name, m.provider_model, m.base_url, m.api_key_env,
+                        m.prices.input_micros_per_mtok, m.prices.cached_input_micros_per_mtok,
+                        m.prices.output_micros_per_mtok, m.context_window, m.max_output_tokens,
+                        absl::StrFormat("%.17g", m.default_temperature), m.enabled,
+                        m.is_default, m.use_max_tokens_param});
+    if (!r.ok()) return r.status();
+    saved = ReadModel(*r, 0);
+    return absl::OkStatus();
+  });
+  if (!st.ok()) return st;
+  return saved;
+}
+
+absl::Status PgAgentStore::DeleteModel(const std::string& name) {
+  auto r = pool_->Exec(kDeleteModel, {name});
+  if (!r.ok()) return r.status();
+  if (r->rows() == 0) return absl::NotFoundError("model not found");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<PromptRecord> PgAgentStore::InsertPrompt(const NewPrompt& p) {
+  auto r = pool_->Exec(kInsertPrompt,
+                       {p.user_id, p.conversation_id, p.idempotency_key, p.event_id, p.model,
+                        p.provider_model, p.prices.input_micros_per_mtok,
+                        p.prices.cached_input_micros_per_mtok, p.prices.output_micros_per_mtok,
+                        p.context_window, p.max_output_tokens, p.user_message_id,
+                        p.replaces_message_id});
+  if (!r.ok()) {
+    if (absl::IsAlreadyExists(r.status())) {
+      if (absl::StrContains(r.status().message(), "ai_prompts_idempotency_key")) {
+        return absl::AlreadyExistsError("idempotency key already used");
+      }
+      return absl::AlreadyExistsError("event id already used");
+    }
+    return r.status();
+  }
+  return ReadPrompt(*r, 0);
+}
+
+absl::StatusOr<PromptRecord> PgAgentStore::FindByIdempotencyKey(int64_t user_id,
+                                                                const std::string& key) {
+  if (key.empty()) return absl::NotFoundError("prompt not found");
+  return OnePrompt(pool_->Exec(kPromptByKey, {user_id, key}));
+}
+
+absl::StatusOr<PromptRecord> PgAgentStore::GetPrompt(int64_t user_id, int64_t prompt_id) {
+  return OnePrompt(pool_->Exec(kPromptById, {prompt_id, user_id}));
+}
+
+absl::StatusOr<std::vector<PromptRecord>> PgAgentStore::ListPrompts(
+    int64_t user_id, std::optional<int64_t> conversation_id, int64_t before_id, int limit) {
+  auto r = conversation_id.has_value()
+               ? pool_->Exec(kListConversationPrompts,
+                             {user_id, before_id, limit, *conversation_id})
+               : pool_->Exec(kListPrompts, {user_id, before_id, limit});
+  if (!r.ok()) return r.status();
+  std::vector<PromptRecord> out;
+  out.reserve(r->rows());
+  for (int i = 0; i < r->rows(); ++i) out.push_back(ReadPrompt(*r, i));
+  return out;
+}
+
+absl::Status PgAgentStore::MissingOr(PgConn& conn, int64_t prompt_id, absl::Status otherwise) {
+  auto r = conn.Exec(kPromptExists, {prompt_id});
+  if (!r.ok()) return r.status();
+  if (r->rows() == 0) return absl::NotFoundError("prompt not found");
+  return otherwise;
+}
+
+absl::Status PgAgentStore::MarkStreaming(int64_t prompt_id, int64_t user_message_id) {
+  auto lease = pool_->Acquire();
+  if (!lease.ok()) return lease.status();
+  auto r = (*lease)->Exec(kMarkStreaming, {prompt_id, user_message_id});
+  if (!r.ok()) return r.status();
+  if (r->rows() == 1) return absl::OkStatus();
+  return MissingOr(**lease, prompt_id, absl::OkStatus());
+}
+
+absl::Status PgAgentStore::MarkRefused(int64_t prompt_id, PromptStatus status,
+                                       const std::string& error) {
+  if (!IsTerminal(status)) {
+    return absl::InvalidArgumentError("MarkRefused needs a terminal status");
+  }
+  auto lease = pool_->Acquire();
+  if (!lease.ok()) return lease.status();
+  auto r = (*lease)->Exec(kMarkRefused, {prompt_id, PromptStatusName(status), Truncated(error)});
+  if (!r.ok()) return r.status();
+  if (r->rows() == 1) return absl::OkStatus();
+  return MissingOr(**lease, prompt_id,
+                   absl::FailedPreconditionError("prompt already finished"));
+}
+
+absl::Status PgAgentStore::FinishPrompt(int64_t prompt_id, const PromptOutcome& o,
+                                        const std::optional<std::string>& usage_event) {
+  if (o.status != PromptStatus::kCompleted && o.status != PromptStatus::kFailed &&
+      o.status != PromptStatus::kCancelled) {
+    return absl::InvalidArgumentError("FinishPrompt needs COMPLETED, FAILED or CANCELLED");
+  }
+  std::optional<std::string> payload;
+  if (usage_event.has_value()) payload = Base64UrlEncode(*usage_event);
+  return pool_->Transaction([&](PgConn& conn) -> absl::Status {
+    auto r = conn.Exec(kFinishPrompt,
+                       {prompt_id, PromptStatusName(o.status), o.response_message_id,
+                        o.response_text, o.reported_model, o.prompt_tokens, o.completion_tokens,
+                        o.cached_tokens, o.estimated, o.cost_nanos, o.finish_reason,
+                        Truncated(o.error), o.latency_ms, o.ttft_ms});
+    if (!r.ok()) return r.status();
+    if (r->rows() == 0) {
+      return MissingOr(conn, prompt_id, absl::FailedPreconditionError("prompt already finished"));
+    }
+    if (!payload.has_value()) return absl::OkStatus();
+    return conn.Exec(kInsertOutbox, {r->String(0, 0), *payload}).status();
+  });
+}
+
+absl::StatusOr<std::vector<OutboxEntry>> PgAgentStore::ClaimOutbox(int limit,
+                                                                   absl::Duration lease) {
+  if (limit <= 0) return std::vector<OutboxEntry>{};
+  auto r = pool_->Exec(kClaimOutbox, {limit, Micros(lease)});
+  if (!r.ok()) return r.status();
+  std::vector<OutboxEntry> out;
+  out.reserve(r->rows());
+  for (int i = 0; i < r->rows(); ++i) {
+    OutboxEntry e;
+    e.id = r->Int(i, 0);
+    e.event_id = r->String(i, 1);
+    // A payload that does not decode stays empty; the publisher then fails it
+    // like any undeliverable entry, and it never blocks the others.
+    e.payload = Base64UrlDecode(r->Text(i, 2)).value_or("");
+    e.attempts = static_cast<int32_t>(r->Int(i, 3));
+    e.created_at = r->Time(i, 4);
+    out.push_back(std::move(e));
+  }
+  std::sort(out.begin(), out.end(),
+            [](const OutboxEntry& a, const OutboxEntry& b) { return a.id < b.id; });
+  return out;
+}
+
+absl::Status PgAgentStore::AckOutbox(const std::vector<int64_t>& ids) {
+  if (ids.empty()) return absl::OkStatus();
+  std::string array = "{";
+  for (size_t i = 0; i < ids.size(); ++i) {
+    absl::StrAppend(&array, i == 0 ? "" : ",", ids[i]);
+  }
+  array += "}";
+  return pool_->Exec(kAckOutbox, {array}).status();
+}
+
+absl::Status PgAgentStore::RetryOutbox(int64_t id, absl::Duration delay,
+                                       const std::string& error) {
+  auto r = pool_->Exec(kRetryOutbox, {id, Micros(delay), Truncated(error)});
+  if (!r.ok()) return r.status();
+  if (r->rows() == 0) return absl::NotFoundError("outbox entry not found");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<AgentStore::OutboxStats> PgAgentStore::OutboxBacklog() {
+  auto r = pool_->Exec(kOutboxBacklog);
+  if (!r.ok()) return r.status();
+  OutboxStats s;
+  s.backlog = r->Int(0, 0);
+  s.oldest_age_seconds = ParseDouble(*r, 0, 1);
+  return s;
+}
+
+}  // namespace aichat::agent

@@ -1,0 +1,43 @@
+// AgentStore on PostgreSQL: model configurations, the ai_prompts lifecycle and
+// the lease-based usage outbox. All of the ai-agent's SQL lives in the .cc.
+#pragma once
+
+#include "common/pg.h"
+#include "services/ai-agent/agent_store.h"
+
+namespace aichat::agent {
+
+class PgAgentStore : public AgentStore {
+ public:
+  explicit PgAgentStore(PgPool* pool) : pool_(pool) {}
+
+  absl::StatusOr<std::vector<ModelRecord>> ListModels() override;
+  absl::StatusOr<ModelRecord> UpsertModel(const ModelRecord& model) override;
+  absl::Status DeleteModel(const std::string& name) override;
+
+  absl::StatusOr<PromptRecord> InsertPrompt(const NewPrompt& prompt) override;
+  absl::StatusOr<PromptRecord> FindByIdempotencyKey(int64_t user_id,
+                                                    const std::string& key) override;
+  absl::StatusOr<PromptRecord> GetPrompt(int64_t user_id, int64_t prompt_id) override;
+  absl::StatusOr<std::vector<PromptRecord>> ListPrompts(int64_t user_id,
+                                                        std::optional<int64_t> conversation_id,
+                                                        int64_t before_id, int limit) override;
+  absl::Status MarkStreaming(int64_t prompt_id, int64_t user_message_id) override;
+  absl::Status MarkRefused(int64_t prompt_id, PromptStatus status,
+                           const std::string& error) override;
+  absl::Status FinishPrompt(int64_t prompt_id, const PromptOutcome& outcome,
+                            const std::optional<std::string>& usage_event) override;
+
+  absl::StatusOr<std::vector<OutboxEntry>> ClaimOutbox(int limit, absl::Duration lease) override;
+  absl::Status AckOutbox(const std::vector<int64_t>& ids) override;
+  absl::Status RetryOutbox(int64_t id, absl::Duration delay, const std::string& error) override;
+  absl::StatusOr<OutboxStats> OutboxBacklog() override;
+
+ private:
+  // NOT_FOUND when no prompt has this id, else `otherwise`.
+  absl::Status MissingOr(PgConn& conn, int64_t prompt_id, absl::Status otherwise);
+
+  PgPool* pool_;
+};
+
+}  // namespace aichat::agent

@@ -1,0 +1,627 @@
+#include "services/ai-agent/turn.h"
+
+#include <cstdlib>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/jwt.h"
+#include "common/log.h"
+#include "common/money.h"
+#include "common/proto_time.h"
+#include "common/status.h"
+#include "common/validate.h"
+
+namespace aichat::agent {
+namespace {
+
+namespace cv1 = conversation::v1;
+namespace uv1 = usage::v1;
+
+constexpr size_t kMaxContentBytes = 256 * 1024;
+constexpr size_t kMaxKeyBytes = 128;
+constexpr size_t kMaxModelBytes = 100;
+
+// Peer failures are reported with the peer named, so operators know where to look.
+absl::Status PeerError(const char* peer, const grpc::Status& st) {
+  absl::Status s = FromGrpcStatus(st);
+  if (s.code() == absl::StatusCode::kUnavailable || s.code() == absl::StatusCode::kDeadlineExceeded ||
+      s.code() == absl::StatusCode::kInternal || s.code() == absl::StatusCode::kUnknown) {
+    return absl::UnavailableError(absl::StrCat(peer, " service unavailable"));
+  }
+  return s;
+}
+
+v1::PromptStatus ToProto(PromptStatus s) {
+  switch (s) {
+    case PromptStatus::kPending: return v1::PROMPT_STATUS_PENDING;
+    case PromptStatus::kStreaming: return v1::PROMPT_STATUS_STREAMING;
+    case PromptStatus::kCompleted: return v1::PROMPT_STATUS_COMPLETED;
+    case PromptStatus::kFailed: return v1::PROMPT_STATUS_FAILED;
+    case PromptStatus::kCancelled: return v1::PROMPT_STATUS_CANCELLED;
+    case PromptStatus::kRateLimited: return v1::PROMPT_STATUS_RATE_LIMITED;
+    case PromptStatus::kBudgetExceeded: return v1::PROMPT_STATUS_BUDGET_EXCEEDED;
+  }
+  return v1::PROMPT_STATUS_UNSPECIFIED;
+}
+
+const char* RoleName(cv1::MessageRole r) {
+  switch (r) {
+    case cv1::MESSAGE_ROLE_ASSISTANT: return "assistant";
+    case cv1::MESSAGE_ROLE_SYSTEM: return "system";
+    default: return "user";
+  }
+}
+
+void FillResult(const PromptRecord& p, v1::TurnResult* r) {
+  r->set_prompt_id(p.id);
+  r->set_user_message_id(p.user_message_id);
+  r->set_response_message_id(p.response_message_id);
+  r->set_text(p.response_text);
+  auto* u = r->mutable_usage();
+  u->set_prompt_tokens(p.prompt_tokens);
+  u->set_completion_tokens(p.completion_tokens);
+  u->set_cached_tokens(p.cached_tokens);
+  u->set_total_tokens(p.prompt_tokens + p.completion_tokens);
+  u->set_estimated(p.estimated);
+  r->set_cost_nanos(p.cost_nanos);
+  r->set_model(p.model);
+  r->set_provider_model(p.provider_model);
+  r->set_finish_reason(p.finish_reason);
+  r->set_latency_ms(p.latency_ms);
+}
+
+}  // namespace
+
+absl::Status ValidateTurnRequest(const TurnRequest& r) {
+  if (r.conversation_id <= 0) {
+    return absl::InvalidArgumentError("conversation_id must be positive");
+  }
+  if (!r.regenerate) {
+    if (auto st = CheckText("content", r.content, kMaxContentBytes, true); !st.ok()) return st;
+  }
+  if (auto st = CheckText("model", r.model, kMaxModelBytes, false); !st.ok()) return st;
+  if (auto st = CheckText("idempotency_key", r.idempotency_key, kMaxKeyBytes, false); !st.ok()) {
+    return st;
+  }
+  if (r.max_output_tokens.has_value() && *r.max_output_tokens < 1) {
+    return absl::InvalidArgumentError("max_output_tokens must be at least 1");
+  }
+  if (r.temperature.has_value() && !(*r.temperature >= 0.0 && *r.temperature <= 2.0)) {
+    return absl::InvalidArgumentError("temperature must be between 0 and 2");
+  }
+  return absl::OkStatus();
+}
+
+Turn::Turn(TurnDeps* deps, TurnRequest request, TurnSink* sink)
+    : deps_(deps), req_(std::move(request)), sink_(sink), started_at_(absl::Now()) {
+  event_id_ = absl::StrCat("turn-", RandomToken(16));
+}
+
+std::shared_ptr<Turn> Turn::Start(TurnDeps* deps, TurnRequest request, TurnSink* sink) {
+  auto turn = std::make_shared<Turn>(deps, std::move(request), sink);
+  if (deps->metrics != nullptr) deps->metrics->active_streams().Increment();
+  if (auto st = ValidateTurnRequest(turn->req_); !st.ok()) {
+    turn->Finish(st, nullptr);
+    return turn;
+  }
+  turn->Submit(&Turn::Prepare);
+  return turn;
+}
+
+void Turn::Submit(void (Turn::*step)()) {
+  deps_->workers->Submit([self = shared_from_this(), step] { ((*self).*step)(); });
+}
+
+bool Turn::cancelled() {
+  absl::MutexLock lock(&mu_);
+  return cancelled_;
+}
+
+void Turn::Cancel() {
+  std::shared_ptr<LlmCall> call;
+  {
+    absl::MutexLock lock(&mu_);
+    cancelled_ = true;
+    call = call_;
+  }
+  if (call != nullptr) call->Cancel();
+}
+
+std::unique_ptr<grpc::ClientContext> Turn::PeerContext() {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  absl::Time deadline = std::min(req_.deadline, absl::Now() + deps_->options.peer_timeout);
+  ctx->set_deadline(absl::ToChronoTime(deadline));
+  ctx->AddMetadata("authorization", absl::StrCat("Bearer ", deps_->service_token));
+  ctx->AddMetadata(kActingUserHeader, absl::StrCat(req_.caller.user_id));
+  return ctx;
+}
+
+void Turn::Prepare() {
+  if (cancelled()) return FailBeforeProvider(absl::CancelledError("cancelled by the client"), {});
+  if (!req_.idempotency_key.empty()) {
+    auto existing = deps_->store->FindByIdempotencyKey(req_.caller.user_id, req_.idempotency_key);
+    if (existing.ok()) return ReturnExisting(*std::move(existing));
+    if (!absl::IsNotFound(existing.status())) return Finish(existing.status(), nullptr);
+  }
+  cv1::GetConversationRequest creq;
+  creq.set_id(req_.conversation_id);
+  cv1::Conversation conv;
+  {
+    auto ctx = PeerContext();
+    grpc::Status st = deps_->conversation->GetConversation(ctx.get(), creq, &conv);
+    if (!st.ok()) return Finish(PeerError("conversation", st), nullptr);
+  }
+  system_prompt_ = conv.system_prompt();
+  conversation_model_ = conv.model();
+  auto model = deps_->models->Resolve(req_.model, conv.model());
+  if (!model.ok()) return Finish(model.status(), nullptr);
+  model_ = *std::move(model);
+  max_output_ = model_.config.max_output_tokens;
+  if (req_.max_output_tokens.has_value()) {
+    if (*req_.max_output_tokens > max_output_) {
+      return Finish(absl::InvalidArgumentError(absl::StrCat(
+                        "max_output_tokens must be at most ", max_output_, " for model ",
+                        model_.config.name)),
+                    nullptr);
+    }
+    max_output_ = *req_.max_output_tokens;
+  }
+  int64_t budget = int64_t{model_.config.context_window} - max_output_;
+  if (!req_.regenerate) {
+    int64_t own = EstimateTokens(req_.content) + 4;
+    if (own > budget) {
+      return Finish(absl::InvalidArgumentError(absl::StrCat(
+                        "content is too long for the context window of model ", model_.config.name,
+                        " (about ", own, " tokens; at most ", budget, ")")),
+                    nullptr);
+    }
+    return Claim();
+  }
+  // Regeneration: the context ends at the last user message; the answer after it
+  // (if any) is the one being replaced.
+  cv1::GetContextRequest greq;
+  greq.set_conversation_id(req_.conversation_id);
+  greq.set_max_tokens(static_cast<int32_t>(std::min<int64_t>(budget, INT32_MAX)));
+  cv1::GetContextResponse gresp;
+  {
+    auto ctx = PeerContext();
+    grpc::Status st = deps_->conversation->GetContext(ctx.get(), greq, &gresp);
+    if (!st.ok()) return Finish(PeerError("conversation", st), nullptr);
+  }
+  int last_user = -1;
+  for (int i = gresp.messages_size() - 1; i >= 0; --i) {
+    if (gresp.messages(i).role() == cv1::MESSAGE_ROLE_USER) {
+      last_user = i;
+      break;
+    }
+  }
+  if (last_user < 0) {
+    return Finish(absl::FailedPreconditionError("the conversation has no user message to answer"),
+                  nullptr);
+  }
+  for (int i = gresp.messages_size() - 1; i > last_user; --i) {
+    if (gresp.messages(i).role() == cv1::MESSAGE_ROLE_ASSISTANT) {
+      replaces_message_id_ = gresp.messages(i).id();
+      break;
+    }
+  }
+  user_message_id_ = gresp.messages(last_user).id();
+  if (!gresp.system_prompt().empty()) messages_.push_back({"system", gresp.system_prompt()});
+  context_tokens_ = gresp.system_prompt_tokens();
+  for (int i = 0; i <= last_user; ++i) {
+    messages_.push_back({RoleName(gresp.messages(i).role()), gresp.messages(i).content()});
+    context_tokens_ += gresp.messages(i).token_count();
+  }
+  Claim();
+}
+
+void Turn::Claim() {
+  NewPrompt p;
+  p.user_id = req_.caller.user_id;
+  p.conversation_id = req_.conversation_id;
+  p.idempotency_key = req_.idempotency_key;
+  p.event_id = event_id_;
+  p.model = model_.config.name;
+  p.provider_model = model_.config.provider_model;
+  p.prices = model_.prices;
+  p.context_window = model_.config.context_window;
+  p.max_output_tokens = max_output_;
+  p.user_message_id = user_message_id_;
+  p.replaces_message_id = replaces_message_id_;
+  {
+    absl::MutexLock lock(&join_mu_);
+    pending_ = req_.regenerate ? 1 : 2;
+  }
+  auto arrive = [self = shared_from_this()] {
+    bool last;
+    {
+      absl::MutexLock lock(&self->join_mu_);
+      last = --self->pending_ == 0;
+    }
+    if (last) self->Submit(&Turn::AfterClaim);
+  };
+  if (!req_.regenerate) {
+    // The context read runs while the prompt row is written.
+    int64_t budget = int64_t{model_.config.context_window} - max_output_ -
+                     (EstimateTokens(req_.content) + 4);
+    context_req_.set_conversation_id(req_.conversation_id);
+    context_req_.set_max_tokens(static_cast<int32_t>(std::clamp<int64_t>(budget, 1, INT32_MAX)));
+    context_ctx_ = PeerContext();
+    deps_->conversation->async()->GetContext(
+        context_ctx_.get(), &context_req_, &context_,
+        [self = shared_from_this(), arrive](grpc::Status st) {
+          {
+            absl::MutexLock lock(&self->join_mu_);
+            self->context_status_ = std::move(st);
+          }
+          arrive();
+        });
+  }
+  auto claim = deps_->store->InsertPrompt(p);
+  {
+    absl::MutexLock lock(&join_mu_);
+    claim_ = std::move(claim);
+  }
+  arrive();
+}
+
+void Turn::AfterClaim() {
+  absl::StatusOr<PromptRecord> claim = absl::UnknownError("unset");
+  grpc::Status context_status;
+  {
+    absl::MutexLock lock(&join_mu_);
+    claim = claim_;
+    context_status = context_status_;
+  }
+  if (absl::IsAlreadyExists(claim.status())) {
+    // A concurrent request with the same idempotency key won the race.
+    auto existing = deps_->store->FindByIdempotencyKey(req_.caller.user_id, req_.idempotency_key);
+    if (!existing.ok()) return Finish(existing.status(), nullptr);
+    return ReturnExisting(*std::move(existing));
+  }
+  if (!claim.ok()) return Finish(claim.status(), nullptr);
+  prompt_id_ = claim->id;
+  if (!req_.regenerate) {
+    if (!context_status.ok()) {
+      return FailBeforeProvider(PeerError("conversation", context_status), PromptStatus::kFailed);
+    }
+    if (!context_.system_prompt().empty()) messages_.push_back({"system", context_.system_prompt()});
+    context_tokens_ = context_.system_prompt_tokens();
+    for (const auto& m : context_.messages()) {
+      messages_.push_back({RoleName(m.role()), m.content()});
+      context_tokens_ += m.token_count();
+    }
+    messages_.push_back({"user", req_.content});
+    context_tokens_ += EstimateTokens(req_.content) + 4;
+  }
+  if (cancelled()) {
+    return FailBeforeProvider(absl::CancelledError("cancelled by the client"),
+                              PromptStatus::kCancelled);
+  }
+  // Worst case: the whole context at the input price plus every allowed answer token.
+  uv1::ReserveBudgetRequest rreq;
+  rreq.set_user_id(req_.caller.user_id);
+  rreq.set_event_id(event_id_);
+  rreq.set_max_cost_nanos(CostNanos(context_tokens_, 0, max_output_, model_.prices));
+  rreq.set_requests_per_minute(req_.caller.requests_per_minute);
+  uv1::ReserveBudgetResponse rresp;
+  auto ctx = PeerContext();
+  grpc::Status st = deps_->usage->ReserveBudget(ctx.get(), rreq, &rresp);
+  if (st.ok()) {
+    if (!rresp.allowed()) {
+      bool rate = rresp.reason() == uv1::REFUSAL_REASON_RATE_LIMITED;
+      return FailBeforeProvider(absl::ResourceExhaustedError(rresp.message()),
+                                rate ? PromptStatus::kRateLimited : PromptStatus::kBudgetExceeded);
+    }
+    reserved_ = true;
+  } else if (deps_->options.budget_fail_open &&
+             (st.error_code() == grpc::StatusCode::UNAVAILABLE ||
+              st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)) {
+    if (deps_->metrics != nullptr) deps_->metrics->reservations_skipped().Increment();
+    LogWarn("usage unavailable; turn admitted without a reservation",
+            {{"prompt_id", prompt_id_}, {"user_id", req_.caller.user_id}});
+  } else {
+    return FailBeforeProvider(PeerError("usage", st), PromptStatus::kFailed);
+  }
+  AfterReservation();
+}
+
+void Turn::AfterReservation() {
+  if (!req_.regenerate) {
+    cv1::AppendMessageRequest areq;
+    areq.set_conversation_id(req_.conversation_id);
+    areq.set_role(cv1::MESSAGE_ROLE_USER);
+    areq.set_content(req_.content);
+    areq.set_prompt_id(prompt_id_);
+    cv1::Message msg;
+    auto ctx = PeerContext();
+    grpc::Status st = deps_->conversation->AppendMessage(ctx.get(), areq, &msg);
+    if (!st.ok()) return FailBeforeProvider(PeerError("conversation", st), PromptStatus::kFailed);
+    user_message_id_ = msg.id();
+  }
+  if (cancelled()) {
+    return FailBeforeProvider(absl::CancelledError("cancelled by the client"),
+                              PromptStatus::kCancelled);
+  }
+  // Not on the critical path: the STREAMING mark is written while the provider works.
+  deps_->workers->Submit([store = deps_->store, id = prompt_id_, mid = user_message_id_] {
+    (void)store->MarkStreaming(id, mid);
+  });
+  v1::Started started;
+  started.set_prompt_id(prompt_id_);
+  started.set_user_message_id(user_message_id_);
+  started.set_model(model_.config.name);
+  sink_->OnStarted(started);
+  StartProvider();
+}
+
+void Turn::StartProvider() {
+  CompletionRequest r;
+  r.base_url = model_.config.base_url.empty() ? deps_->options.default_base_url
+                                              : model_.config.base_url;
+  const std::string& key_env =
+      model_.config.api_key_env.empty() ? std::string("OPENAI_API_KEY") : model_.config.api_key_env;
+  if (deps_->options.api_key) {
+    r.api_key = deps_->options.api_key(key_env);
+  } else if (const char* k = std::getenv(key_env.c_str()); k != nullptr) {
+    r.api_key = k;
+  }
+  r.model = model_.config.provider_model;
+  r.messages = messages_;
+  r.max_output_tokens = max_output_;
+  r.use_max_tokens_param = model_.config.use_max_tokens_param;
+  r.temperature = req_.temperature.has_value() ? *req_.temperature
+                                               : model_.config.default_temperature;
+  r.stream = true;
+  // Leave a moment before the caller's deadline to save what arrived.
+  r.deadline = std::min(req_.deadline - absl::Milliseconds(100),
+                        started_at_ + deps_->options.total_timeout);
+  r.stall_timeout = deps_->options.stall_timeout;
+  r.retry = deps_->options.retry;
+  provider_started_ = absl::Now();
+  auto self = shared_from_this();
+  auto call = deps_->llm->Start(
+      std::move(r), [self](std::string_view text) { self->sink_->OnDelta(text); },
+      [self](LlmOutcome outcome) {
+        self->deps_->workers->Submit([self, outcome = std::move(outcome)]() mutable {
+          self->OnProviderDone(std::move(outcome));
+        });
+      });
+  bool cancel_now;
+  {
+    absl::MutexLock lock(&mu_);
+    call_ = call;
+    cancel_now = cancelled_;
+  }
+  if (cancel_now) call->Cancel();
+}
+
+void Turn::OnProviderDone(LlmOutcome outcome) {
+  {
+    absl::MutexLock lock(&mu_);
+    call_.reset();
+  }
+  const std::string& model_name = model_.config.name;
+  const bool ok = outcome.status.ok();
+  const bool client_cancelled = outcome.kind == LlmErrorKind::kCancelled;
+  if (deps_->metrics != nullptr) {
+    deps_->metrics->LlmRequest(model_name, ok ? "ok" : std::string(LlmErrorKindName(outcome.kind)));
+    deps_->metrics->LlmDuration(model_name, absl::ToDoubleSeconds(outcome.duration));
+    if (outcome.delivered_any) {
+      deps_->metrics->TimeToFirstToken(model_name,
+                                       absl::ToDoubleSeconds(outcome.time_to_first_token));
+    }
+  }
+  // Tokens were consumed when anything came back, the provider reported usage, or
+  // the client cancelled after the provider had accepted the request.
+  const bool consumed = ok || !outcome.content.empty() || !outcome.usage.estimated ||
+                        (client_cancelled && outcome.http_status == 200);
+
+  PromptOutcome po;
+  po.status = ok ? PromptStatus::kCompleted
+                 : client_cancelled ? PromptStatus::kCancelled : PromptStatus::kFailed;
+  po.response_text = outcome.content;
+  po.reported_model = outcome.provider_model;
+  po.finish_reason = outcome.finish_reason;
+  if (!ok) po.error = std::string(outcome.status.message());
+  if (consumed) {
+    po.prompt_tokens = outcome.usage.prompt_tokens;
+    po.completion_tokens = outcome.usage.completion_tokens;
+    po.cached_tokens = std::min(outcome.usage.cached_tokens, outcome.usage.prompt_tokens);
+    po.estimated = outcome.usage.estimated;
+    po.cost_nanos = CostNanos(po.prompt_tokens, po.cached_tokens, po.completion_tokens,
+                              model_.prices);
+  }
+  po.ttft_ms = outcome.delivered_any ? absl::ToInt64Milliseconds(outcome.time_to_first_token) : 0;
+
+  absl::Status client_status =
+      ok ? absl::OkStatus()
+         : absl::Status(outcome.status.code(), absl::StrCat("provider: ", outcome.status.message()));
+
+  // Save the answer (or the part that arrived) in the conversation. A partial
+  // answer never replaces the one a regeneration would have replaced.
+  if (!outcome.content.empty()) {
+    cv1::AppendMessageRequest areq;
+    areq.set_conversation_id(req_.conversation_id);
+    areq.set_role(cv1::MESSAGE_ROLE_ASSISTANT);
+    areq.set_content(outcome.content);
+    areq.set_token_count(static_cast<int32_t>(std::clamp<int64_t>(
+        po.completion_tokens > 0 ? po.completion_tokens : EstimateTokens(outcome.content), 1,
+        INT32_MAX)));
+    areq.set_prompt_id(prompt_id_);
+    if (ok && replaces_message_id_ > 0) areq.set_replaces_message_id(replaces_message_id_);
+    grpc::Status st;
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      cv1::Message msg;
+      auto ctx = PeerContext();
+      ctx->set_deadline(absl::ToChronoTime(absl::Now() + deps_->options.peer_timeout));
+      st = deps_->conversation->AppendMessage(ctx.get(), areq, &msg);
+      if (st.ok()) {
+        po.response_message_id = msg.id();
+        break;
+      }
+      if (st.error_code() != grpc::StatusCode::UNAVAILABLE) break;
+      absl::SleepFor(absl::Milliseconds(100 << attempt));
+    }
+    if (!st.ok()) {
+      // The text stays in the prompt row; the turn is reported as failed.
+      LogError("assistant message not saved", {{"prompt_id", prompt_id_}, {"code", GrpcCodeName(st.error_code())}});
+      if (ok) {
+        po.status = PromptStatus::kFailed;
+        po.error = "the answer could not be saved in the conversation";
+        client_status = PeerError("conversation", st);
+      }
+    }
+  }
+
+  absl::Time now = absl::Now();
+  po.latency_ms = absl::ToInt64Milliseconds(now - started_at_);
+  std::optional<std::string> event;
+  if (consumed) {
+    uv1::UsageEvent e;
+    e.set_event_id(event_id_);
+    e.set_user_id(req_.caller.user_id);
+    e.set_conversation_id(req_.conversation_id);
+    e.set_prompt_id(prompt_id_);
+    e.set_model(model_name);
+    e.set_provider_model(model_.config.provider_model);
+    e.set_prompt_tokens(po.prompt_tokens);
+    e.set_completion_tokens(po.completion_tokens);
+    e.set_cached_tokens(po.cached_tokens);
+    e.set_input_price_micros_per_mtok(model_.prices.input_micros_per_mtok);
+    e.set_cached_input_price_micros_per_mtok(model_.prices.cached_input_micros_per_mtok);
+    e.set_output_price_micros_per_mtok(model_.prices.output_micros_per_mtok);
+    e.set_cost_nanos(po.cost_nanos);
+    e.set_estimated(po.estimated);
+    e.set_outcome(po.status == PromptStatus::kCompleted   ? uv1::OUTCOME_COMPLETED
+                  : po.status == PromptStatus::kCancelled ? uv1::OUTCOME_CANCELLED
+                                                          : uv1::OUTCOME_FAILED);
+    ToProto(now, e.mutable_occurred_at());
+    event = e.SerializeAsString();
+  }
+  absl::Status saved;
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    saved = deps_->store->FinishPrompt(prompt_id_, po, event);
+    if (saved.ok() || saved.code() != absl::StatusCode::kUnavailable) break;
+    absl::SleepFor(absl::Milliseconds(200 << attempt));
+  }
+  if (!saved.ok()) {
+    LogError("turn outcome not saved", {{"prompt_id", prompt_id_}, {"error", saved.message()}});
+    if (client_status.ok()) client_status = absl::UnavailableError("the answer could not be saved");
+  } else if (event.has_value() && deps_->on_usage_committed) {
+    deps_->on_usage_committed();
+  }
+  if (!consumed && reserved_) Release();
+
+  if (deps_->metrics != nullptr) {
+    deps_->metrics->Tokens(model_name, po.prompt_tokens, po.completion_tokens, po.cached_tokens);
+    deps_->metrics->Cost(model_name, po.cost_nanos);
+    deps_->metrics->Overhead(
+        std::max(0.0, absl::ToDoubleSeconds(now - started_at_ - outcome.duration)));
+    deps_->metrics->Turn(PromptStatusName(po.status));
+  }
+  if (!client_status.ok()) return Finish(client_status, nullptr);
+  v1::TurnResult result;
+  result.set_prompt_id(prompt_id_);
+  result.set_user_message_id(user_message_id_);
+  result.set_response_message_id(po.response_message_id);
+  result.set_text(outcome.content);
+  auto* u = result.mutable_usage();
+  u->set_prompt_tokens(po.prompt_tokens);
+  u->set_completion_tokens(po.completion_tokens);
+  u->set_cached_tokens(po.cached_tokens);
+  u->set_total_tokens(po.prompt_tokens + po.completion_tokens);
+  u->set_estimated(po.estimated);
+  result.set_cost_nanos(po.cost_nanos);
+  result.set_model(model_name);
+  result.set_provider_model(model_.config.provider_model);
+  result.set_finish_reason(po.finish_reason);
+  result.set_latency_ms(po.latency_ms);
+  Finish(absl::OkStatus(), &result);
+}
+
+void Turn::ReturnExisting(PromptRecord existing) {
+  // Another request with this key is still running: wait for its outcome (bounded
+  // by this call's deadline), so both callers see the same answer.
+  while (!IsTerminal(existing.status)) {
+    if (cancelled()) return Finish(absl::CancelledError("cancelled by the client"), nullptr);
+    if (absl::Now() + absl::Milliseconds(50) > req_.deadline) {
+      return Finish(absl::DeadlineExceededError(
+                        "the turn with this idempotency_key is still running"),
+                    nullptr);
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+    auto again = deps_->store->FindByIdempotencyKey(req_.caller.user_id, req_.idempotency_key);
+    if (!again.ok()) return Finish(again.status(), nullptr);
+    existing = *std::move(again);
+  }
+  if (existing.conversation_id != req_.conversation_id) {
+    return Finish(absl::InvalidArgumentError(
+                      "idempotency_key was already used for another conversation"),
+                  nullptr);
+  }
+  switch (existing.status) {
+    case PromptStatus::kCompleted: {
+      v1::Started started;
+      started.set_prompt_id(existing.id);
+      started.set_user_message_id(existing.user_message_id);
+      started.set_model(existing.model);
+      sink_->OnStarted(started);
+      if (!existing.response_text.empty()) sink_->OnDelta(existing.response_text);
+      v1::TurnResult result;
+      FillResult(existing, &result);
+      return Finish(absl::OkStatus(), &result);
+    }
+    case PromptStatus::kRateLimited:
+    case PromptStatus::kBudgetExceeded:
+      return Finish(absl::ResourceExhaustedError(existing.error), nullptr);
+    case PromptStatus::kCancelled:
+      return Finish(absl::CancelledError("the turn with this idempotency_key was cancelled"),
+                    nullptr);
+    default:
+      return Finish(absl::UnavailableError(absl::StrCat(
+                        "the turn with this idempotency_key failed: ", existing.error)),
+                    nullptr);
+  }
+}
+
+void Turn::FailBeforeProvider(const absl::Status& status,
+                              std::optional<PromptStatus> prompt_status) {
+  if (prompt_id_ > 0 && prompt_status.has_value()) {
+    (void)deps_->store->MarkRefused(prompt_id_, *prompt_status, std::string(status.message()));
+  }
+  if (reserved_) Release();
+  if (deps_->metrics != nullptr && prompt_status.has_value()) {
+    deps_->metrics->Turn(PromptStatusName(*prompt_status));
+  }
+  Finish(status, nullptr);
+}
+
+void Turn::Release() {
+  reserved_ = false;
+  struct Call {
+    grpc::ClientContext ctx;
+    uv1::ReleaseBudgetRequest req;
+    uv1::ReleaseBudgetResponse resp;
+  };
+  auto* c = new Call;
+  c->ctx.set_deadline(absl::ToChronoTime(absl::Now() + deps_->options.peer_timeout));
+  c->ctx.AddMetadata("authorization", absl::StrCat("Bearer ", deps_->service_token));
+  c->req.set_event_id(event_id_);
+  // If this fails the reservation simply expires (usage's reservation TTL).
+  deps_->usage->async()->ReleaseBudget(&c->ctx, &c->req, &c->resp,
+                                       [c](const grpc::Status&) { delete c; });
+}
+
+void Turn::Finish(const absl::Status& status, const v1::TurnResult* result) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (finished_) return;
+    finished_ = true;
+  }
+  if (deps_->metrics != nullptr) deps_->metrics->active_streams().Decrement();
+  sink_->OnFinished(ToGrpcStatus(status), result);
+}
+
+}  // namespace aichat::agent
