@@ -83,7 +83,7 @@ constexpr char kContextFetch[] =
     "WHERE conversation_id = $1 AND position >= $2 AND position <= $3 AND NOT superseded "
     "ORDER BY position DESC";
 
-constexpr int kFirstScanBatch = 128;
+constexpr int kMinScanBatch = 64;
 constexpr int kMaxScanBatch = 4096;
 
 const char* RoleText(MessageRole r) {
@@ -253,7 +253,9 @@ absl::StatusOr<ContextWindow> PgConversationStore::GetContext(int64_t user_id,
     int64_t lowest = 0;   // oldest position that fits
     int64_t highest = 0;  // newest position that fits
     int64_t before = std::numeric_limits<int64_t>::max();
-    int batch = kFirstScanBatch;
+    // Sized so a typical window (messages of 16+ tokens) needs one batch.
+    int batch = static_cast<int>(
+        std::clamp<int64_t>(budget / 16 + 1, kMinScanBatch, kMaxScanBatch));
     bool done = false;
     while (!done) {
       // When even the system prompt does not fit, one row tells whether anything
