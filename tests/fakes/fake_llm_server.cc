@@ -448,7 +448,7 @@ class FakeLlmServer::Impl {
         headers.emplace_back("x-ratelimit-limit-requests", "60");
         headers.emplace_back("x-ratelimit-remaining-requests", "0");
         headers.emplace_back("x-ratelimit-reset-requests",
-                             absl::StrCat(b.retry_after.value_or(1.0), "s"));
+                             absl::StrCat(b.retry_after.value_or(0.02), "s"));
       }
       if (b.retry_after) {
         headers.emplace_back("retry-after", absl::StrCat(*b.retry_after));
