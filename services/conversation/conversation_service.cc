@@ -19,15 +19,19 @@ size_t CountCodePoints(std::string_view s) {
 }
 
 absl::Status CheckId(std::string_view field, int64_t id) {
-  if (id <= 0) return absl::InvalidArgumentError(absl::StrCat(std::string(field), " must be positive"));
+  if (id <= 0)
+    return absl::InvalidArgumentError(absl::StrCat(std::string(field), " must be positive"));
   return absl::OkStatus();
 }
 
 v1::MessageRole ToProtoRole(MessageRole r) {
   switch (r) {
-    case MessageRole::kAssistant: return v1::MESSAGE_ROLE_ASSISTANT;
-    case MessageRole::kSystem: return v1::MESSAGE_ROLE_SYSTEM;
-    case MessageRole::kUser: break;
+    case MessageRole::kAssistant:
+      return v1::MESSAGE_ROLE_ASSISTANT;
+    case MessageRole::kSystem:
+      return v1::MESSAGE_ROLE_SYSTEM;
+    case MessageRole::kUser:
+      break;
   }
   return v1::MESSAGE_ROLE_USER;
 }
@@ -88,8 +92,8 @@ absl::StatusOr<Caller> ConversationServiceImpl::Authorize(grpc::CallbackServerCo
   auto caller = auth_->Authenticate(*ctx);
   if (!caller.ok()) return caller.status();
   if (caller->is_service() && !caller->acting_for_user) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "service callers must name the acting user in ", kActingUserHeader));
+    return absl::PermissionDeniedError(
+        absl::StrCat("service callers must name the acting user in ", kActingUserHeader));
   }
   if (caller->user_id <= 0) {
     return absl::PermissionDeniedError("this token names no user");
@@ -173,6 +177,11 @@ grpc::ServerUnaryReactor* ConversationServiceImpl::ListConversations(
       if (!micros.ok() || !id.ok()) return absl::InvalidArgumentError("page_token is invalid");
       after = ConversationCursor{absl::FromUnixMicros(*micros), *id};
     }
+    // Keyset on (updated_at, id), newest first. A conversation updated during a
+    // pass moves to the front: if already listed it is not listed again; if not
+    // yet listed it is skipped by this pass (a new first page shows it). New
+    // conversations likewise appear only on a new first page. No row is ever
+    // listed twice, and rows untouched during the pass are listed exactly once.
     auto rows = store_->ListConversations(caller->user_id, after, *size + 1);
     if (!rows.ok()) return rows.status();
     bool more = static_cast<int>(rows->size()) > *size;
@@ -244,9 +253,15 @@ grpc::ServerUnaryReactor* ConversationServiceImpl::AppendMessage(
     if (auto st = CheckId("conversation_id", req->conversation_id()); !st.ok()) return st;
     NewMessage m;
     switch (req->role()) {
-      case v1::MESSAGE_ROLE_USER: m.role = MessageRole::kUser; break;
-      case v1::MESSAGE_ROLE_ASSISTANT: m.role = MessageRole::kAssistant; break;
-      case v1::MESSAGE_ROLE_SYSTEM: m.role = MessageRole::kSystem; break;
+      case v1::MESSAGE_ROLE_USER:
+        m.role = MessageRole::kUser;
+        break;
+      case v1::MESSAGE_ROLE_ASSISTANT:
+        m.role = MessageRole::kAssistant;
+        break;
+      case v1::MESSAGE_ROLE_SYSTEM:
+        m.role = MessageRole::kSystem;
+        break;
       default:
         return absl::InvalidArgumentError(
             "role must be MESSAGE_ROLE_USER, MESSAGE_ROLE_ASSISTANT or MESSAGE_ROLE_SYSTEM");
@@ -288,9 +303,9 @@ grpc::ServerUnaryReactor* ConversationServiceImpl::AppendMessage(
   });
 }
 
-grpc::ServerUnaryReactor* ConversationServiceImpl::ListMessages(
-    grpc::CallbackServerContext* ctx, const v1::ListMessagesRequest* req,
-    v1::ListMessagesResponse* resp) {
+grpc::ServerUnaryReactor* ConversationServiceImpl::ListMessages(grpc::CallbackServerContext* ctx,
+                                                                const v1::ListMessagesRequest* req,
+                                                                v1::ListMessagesResponse* resp) {
   return RunUnary(ctx, *pool_, [this, ctx, req, resp]() -> absl::Status {
     auto caller = Authorize(ctx);
     if (!caller.ok()) return caller.status();

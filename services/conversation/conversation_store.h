@@ -105,8 +105,12 @@ class ConversationStore {
                                                                   int64_t conversation_id,
                                                                   int64_t after_position,
                                                                   int limit) = 0;
-  // The system prompt and the newest live messages whose tokens fit in max_tokens
-  // and whose contents fit in max_bytes. See PgConversationStore for the rules.
+  // The system prompt and the newest live (not superseded) messages whose tokens
+  // fit in max_tokens and whose contents fit in max_bytes, oldest first. The
+  // window is contiguous: it stops at the first message (going back) that does
+  // not fit, and `truncated` says older live messages exist. When the system
+  // prompt alone exceeds max_tokens, the prompt comes back with no messages and
+  // token_count = its tokens (> max_tokens): the caller decides what to do.
   virtual absl::StatusOr<ContextWindow> GetContext(int64_t user_id, int64_t conversation_id,
                                                    int64_t max_tokens, size_t max_bytes) = 0;
 };

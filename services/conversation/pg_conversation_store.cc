@@ -40,8 +40,7 @@ constexpr char kUpdateConversation[] =
     "updated_at = GREATEST(updated_at, clock_timestamp()) "
     "WHERE id = $1 AND user_id = $2 RETURNING id, user_id, title, model, system_prompt, "
     "system_prompt_tokens, message_count, created_at, updated_at";
-constexpr char kDeleteConversation[] =
-    "DELETE FROM conversations WHERE id = $1 AND user_id = $2";
+constexpr char kDeleteConversation[] = "DELETE FROM conversations WHERE id = $1 AND user_id = $2";
 
 // One statement: the UPDATE takes the conversation's row lock (and proves
 // ownership), hands out the next position, and the INSERT uses it. The lock is
@@ -88,9 +87,12 @@ constexpr int kMaxScanBatch = 4096;
 
 const char* RoleText(MessageRole r) {
   switch (r) {
-    case MessageRole::kAssistant: return "assistant";
-    case MessageRole::kSystem: return "system";
-    case MessageRole::kUser: break;
+    case MessageRole::kAssistant:
+      return "assistant";
+    case MessageRole::kSystem:
+      return "system";
+    case MessageRole::kUser:
+      break;
   }
   return "user";
 }
@@ -151,9 +153,9 @@ absl::StatusOr<ConversationRecord> PgConversationStore::GetConversation(int64_t 
 
 absl::StatusOr<std::vector<ConversationRecord>> PgConversationStore::ListConversations(
     int64_t user_id, const std::optional<ConversationCursor>& after, int limit) {
-  auto r = after.has_value()
-               ? pool_->Exec(kListConversationsAfter, {user_id, after->updated_at, after->id, limit})
-               : pool_->Exec(kListConversationsFirst, {user_id, limit});
+  auto r = after.has_value() ? pool_->Exec(kListConversationsAfter,
+                                           {user_id, after->updated_at, after->id, limit})
+                             : pool_->Exec(kListConversationsFirst, {user_id, limit});
   if (!r.ok()) return r.status();
   std::vector<ConversationRecord> out;
   out.reserve(r->rows());
@@ -164,9 +166,9 @@ absl::StatusOr<std::vector<ConversationRecord>> PgConversationStore::ListConvers
 absl::StatusOr<ConversationRecord> PgConversationStore::UpdateConversation(
     int64_t user_id, int64_t id, const ConversationPatch& patch) {
   if (patch.empty()) return GetConversation(user_id, id);
-  return OneConversation(pool_->Exec(kUpdateConversation, {id, user_id, patch.title, patch.model,
-                                                           patch.system_prompt,
-                                                           patch.system_prompt_tokens}));
+  return OneConversation(pool_->Exec(
+      kUpdateConversation,
+      {id, user_id, patch.title, patch.model, patch.system_prompt, patch.system_prompt_tokens}));
 }
 
 absl::Status PgConversationStore::DeleteConversation(int64_t user_id, int64_t id) {
@@ -179,9 +181,9 @@ absl::Status PgConversationStore::DeleteConversation(int64_t user_id, int64_t id
 absl::StatusOr<MessageRecord> PgConversationStore::AppendMessage(int64_t user_id,
                                                                  int64_t conversation_id,
                                                                  const NewMessage& m) {
-  const std::vector<PgArg> args = {conversation_id, user_id,        RoleText(m.role),
-                                   m.content,       m.token_count,  m.token_count_estimated,
-                                   m.prompt_id,     m.replaces_message_id};
+  const std::vector<PgArg> args = {
+      conversation_id,         user_id,     RoleText(m.role),     m.content, m.token_count,
+      m.token_count_estimated, m.prompt_id, m.replaces_message_id};
   if (!m.replaces_message_id.has_value()) {
     // The common case is one statement: one round trip, its own transaction.
     auto r = pool_->Exec(kAppendMessage, args);
@@ -254,8 +256,8 @@ absl::StatusOr<ContextWindow> PgConversationStore::GetContext(int64_t user_id,
     int64_t highest = 0;  // newest position that fits
     int64_t before = std::numeric_limits<int64_t>::max();
     // Sized so a typical window (messages of 16+ tokens) needs one batch.
-    int batch = static_cast<int>(
-        std::clamp<int64_t>(budget / 16 + 1, kMinScanBatch, kMaxScanBatch));
+    int batch =
+        static_cast<int>(std::clamp<int64_t>(budget / 16 + 1, kMinScanBatch, kMaxScanBatch));
     bool done = false;
     while (!done) {
       // When even the system prompt does not fit, one row tells whether anything

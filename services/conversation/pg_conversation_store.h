@@ -30,8 +30,7 @@ class PgConversationStore : public ConversationStore {
   absl::Status DeleteConversation(int64_t user_id, int64_t id) override;
   absl::StatusOr<MessageRecord> AppendMessage(int64_t user_id, int64_t conversation_id,
                                               const NewMessage& m) override;
-  absl::StatusOr<std::vector<MessageRecord>> ListMessages(int64_t user_id,
-                                                          int64_t conversation_id,
+  absl::StatusOr<std::vector<MessageRecord>> ListMessages(int64_t user_id, int64_t conversation_id,
                                                           int64_t after_position,
                                                           int limit) override;
   absl::StatusOr<ContextWindow> GetContext(int64_t user_id, int64_t conversation_id,

@@ -36,8 +36,8 @@ class ConversationFixture : public ::testing::Test {
     store_ = std::make_unique<PgConversationStore>(pool_.get());
     auth_ = std::make_unique<Authenticator>(keys_.MakeAuthenticator());
     workers_ = std::make_unique<WorkerPool>(8);
-    service_ = std::make_unique<ConversationServiceImpl>(store_.get(), auth_.get(),
-                                                         workers_.get(), Options());
+    service_ = std::make_unique<ConversationServiceImpl>(store_.get(), auth_.get(), workers_.get(),
+                                                         Options());
     server_ = std::make_unique<ServiceServer>(
         ServerOptions{.name = "conversation", .listen = "127.0.0.1:0", .metrics_listen = ""});
     server_->AddService(service_.get());
@@ -94,8 +94,8 @@ class ConversationFixture : public ::testing::Test {
   }
 
   // An ASSISTANT message from the ai-agent's service token acting for `user`.
-  v1::Message MustAppendAssistant(int64_t user, int64_t conversation_id,
-                                  const std::string& content, std::optional<int32_t> tokens,
+  v1::Message MustAppendAssistant(int64_t user, int64_t conversation_id, const std::string& content,
+                                  std::optional<int32_t> tokens,
                                   std::optional<int64_t> replaces = std::nullopt) {
     v1::Message out;
     auto st = Append(service_token_, user, conversation_id, v1::MESSAGE_ROLE_ASSISTANT, content,

@@ -245,8 +245,7 @@ TEST_F(ConversationServiceTest, IdorMatrixAnswersNotFoundLikeAMissingId) {
     v1::Message m;
     out.push_back(Append(token, acting, id, v1::MESSAGE_ROLE_USER, "hi", std::nullopt, &m));
     if (acting > 0) {
-      out.push_back(Append(token, acting, id, v1::MESSAGE_ROLE_ASSISTANT, "hi", 3, &m,
-                           msg.id()));
+      out.push_back(Append(token, acting, id, v1::MESSAGE_ROLE_ASSISTANT, "hi", 3, &m, msg.id()));
     }
     v1::ListMessagesRequest lm;
     lm.set_conversation_id(id);
@@ -283,8 +282,8 @@ TEST_F(ConversationServiceTest, IdorMatrixAnswersNotFoundLikeAMissingId) {
   // Bob's own conversation cannot supersede Alice's message either.
   auto own = MustCreate(bob_, "bob's");
   v1::Message m;
-  auto st = Append(service_token_, kBob, own.id(), v1::MESSAGE_ROLE_ASSISTANT, "x", 1, &m,
-                   msg.id());
+  auto st =
+      Append(service_token_, kBob, own.id(), v1::MESSAGE_ROLE_ASSISTANT, "x", 1, &m, msg.id());
   EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT);
 
   // Alice's data is untouched.
@@ -309,28 +308,26 @@ TEST_F(ConversationServiceTest, OnlyServicesActingForTheOwnerAppendAssistantOrSy
     EXPECT_EQ(Append(alice_, 0, conv.id(), role, "fake answer", 5, &m).error_code(),
               StatusCode::PERMISSION_DENIED);
     // Admins are users here too.
-    EXPECT_EQ(Append(keys_.Token(kAlice, Role::kAdmin), 0, conv.id(), role, "x", 5, &m)
-                  .error_code(),
-              StatusCode::PERMISSION_DENIED);
+    EXPECT_EQ(
+        Append(keys_.Token(kAlice, Role::kAdmin), 0, conv.id(), role, "x", 5, &m).error_code(),
+        StatusCode::PERMISSION_DENIED);
   }
   // A user token naming an acting user (even itself) is refused outright.
   EXPECT_EQ(Append(alice_, kAlice, conv.id(), v1::MESSAGE_ROLE_USER, "x", 1, &m).error_code(),
             StatusCode::PERMISSION_DENIED);
-  EXPECT_EQ(
-      Append(bob_, kAlice, conv.id(), v1::MESSAGE_ROLE_ASSISTANT, "x", 1, &m).error_code(),
-      StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(Append(bob_, kAlice, conv.id(), v1::MESSAGE_ROLE_ASSISTANT, "x", 1, &m).error_code(),
+            StatusCode::PERMISSION_DENIED);
   // A service token that names no user may not touch data.
-  EXPECT_EQ(Append(service_token_, 0, conv.id(), v1::MESSAGE_ROLE_ASSISTANT, "x", 1, &m)
-                .error_code(),
-            StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(
+      Append(service_token_, 0, conv.id(), v1::MESSAGE_ROLE_ASSISTANT, "x", 1, &m).error_code(),
+      StatusCode::PERMISSION_DENIED);
   v1::Conversation c;
-  EXPECT_EQ(stub_->CreateConversation(Ctx(service_token_).get(), v1::CreateConversationRequest(),
-                                      &c)
-                .error_code(),
-            StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(
+      stub_->CreateConversation(Ctx(service_token_).get(), v1::CreateConversationRequest(), &c)
+          .error_code(),
+      StatusCode::PERMISSION_DENIED);
   v1::ListConversationsResponse lc;
-  EXPECT_EQ(stub_->ListConversations(Ctx(service_token_).get(), v1::ListConversationsRequest(),
-                                     &lc)
+  EXPECT_EQ(stub_->ListConversations(Ctx(service_token_).get(), v1::ListConversationsRequest(), &lc)
                 .error_code(),
             StatusCode::PERMISSION_DENIED);
   // No token at all.
@@ -349,9 +346,10 @@ TEST_F(ConversationServiceTest, OnlyServicesActingForTheOwnerAppendAssistantOrSy
   EXPECT_EQ(c.user_id(), kAlice);
   EXPECT_EQ(c.message_count(), 3);
   // Conversations a service creates for a user belong to that user.
-  ASSERT_TRUE(stub_->CreateConversation(Ctx(service_token_, kBob).get(),
-                                        v1::CreateConversationRequest(), &c)
-                  .ok());
+  ASSERT_TRUE(
+      stub_
+          ->CreateConversation(Ctx(service_token_, kBob).get(), v1::CreateConversationRequest(), &c)
+          .ok());
   EXPECT_EQ(c.user_id(), kBob);
 }
 
@@ -376,8 +374,8 @@ TEST_F(ConversationServiceTest, GetContextAtExactTokenBoundaries) {
       {s + 50, {m2.id(), m3.id()}, true},  // the newest two, exactly
       {s + 49, {m3.id()}, true},           // one over for the newest two
       {s + 30, {m3.id()}, true},
-      {s + 29, {}, true},                  // not even the newest fits
-      {s, {}, true},                       // the system prompt exactly
+      {s + 29, {}, true},  // not even the newest fits
+      {s, {}, true},       // the system prompt exactly
   };
   for (const auto& c : cases) {
     v1::GetContextResponse resp;
@@ -485,8 +483,8 @@ TEST_F(ConversationServiceTest, ReplacedMessagesStayInHistoryButLeaveTheContext)
   // Replacing the same answer again, or a message of another conversation:
   // refused, nothing written.
   v1::Message m;
-  auto again = Append(service_token_, kAlice, conv.id(), v1::MESSAGE_ROLE_ASSISTANT, "third", 3,
-                      &m, first.id());
+  auto again = Append(service_token_, kAlice, conv.id(), v1::MESSAGE_ROLE_ASSISTANT, "third", 3, &m,
+                      first.id());
   EXPECT_EQ(again.error_code(), StatusCode::FAILED_PRECONDITION);
   auto other = MustCreate(alice_, "other");
   auto elsewhere = Append(service_token_, kAlice, other.id(), v1::MESSAGE_ROLE_ASSISTANT, "x", 3,
@@ -585,10 +583,9 @@ TEST_F(ConversationServiceTest, InvalidTextIsRejectedNamingTheFieldAndNothingIsW
   EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(Count("messages"), 0);
   // The largest allowed content is accepted.
-  ASSERT_TRUE(
-      Append(alice_, 0, conv.id(), v1::MESSAGE_ROLE_USER, std::string(max_content, 'y'),
-             std::nullopt, &m)
-          .ok());
+  ASSERT_TRUE(Append(alice_, 0, conv.id(), v1::MESSAGE_ROLE_USER, std::string(max_content, 'y'),
+                     std::nullopt, &m)
+                  .ok());
   EXPECT_EQ(m.token_count(), static_cast<int32_t>(max_content / 4) + kEstimateOverheadTokens);
   EXPECT_EQ(Count("messages"), 1);
 
@@ -672,9 +669,9 @@ TEST_F(ConversationServiceTest, BadPageSizesAndTokensAreInvalidArgument) {
     EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT) << size;
     EXPECT_NE(st.error_message().find("page_size"), std::string::npos);
   }
-  const std::vector<std::string> bad_tokens = {
-      "garbage", "!!!", EncodePageToken({"1"}), EncodePageToken({"x", "y"}),
-      EncodePageToken({"1", "2", "3"})};
+  const std::vector<std::string> bad_tokens = {"garbage", "!!!", EncodePageToken({"1"}),
+                                               EncodePageToken({"x", "y"}),
+                                               EncodePageToken({"1", "2", "3"})};
   for (const auto& t : bad_tokens) {
     v1::ListMessagesResponse r;
     auto st = ListMessages(alice_, conv.id(), 10, t, &r);
