@@ -62,7 +62,6 @@ struct FakeLlmOptions {
   int first_token_delay_ms = 0;
   int delay_ms = 0;               // between chunks
   double tokens_per_second = 0;   // > 0: sets the delay between chunks
-  int threads = 1;
 };
 
 struct FakeLlmStats {
