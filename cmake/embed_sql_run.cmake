@@ -1,5 +1,6 @@
 # Script mode helper for aichat_embed_migrations: writes a .cc with one
 # raw-string literal per migration file.
+string(REPLACE "|" ";" FILES "${FILES}")
 set(body "// Generated from migrations/*.sql; do not edit.\n#include \"common/migrations.h\"\n\nnamespace ${NS} {\n\nconst std::vector<aichat::Migration>& Migrations() {\n  static const auto* const kMigrations = new std::vector<aichat::Migration>{\n")
 foreach(f ${FILES})
   get_filename_component(name ${f} NAME)

@@ -497,7 +497,7 @@ void Turn::OnProviderDone(LlmOutcome outcome) {
     e.set_outcome(po.status == PromptStatus::kCompleted   ? uv1::OUTCOME_COMPLETED
                   : po.status == PromptStatus::kCancelled ? uv1::OUTCOME_CANCELLED
                                                           : uv1::OUTCOME_FAILED);
-    ToProto(now, e.mutable_occurred_at());
+    aichat::ToProto(now, e.mutable_occurred_at());
     event = e.SerializeAsString();
   }
   absl::Status saved;
@@ -507,7 +507,7 @@ void Turn::OnProviderDone(LlmOutcome outcome) {
     absl::SleepFor(absl::Milliseconds(200 << attempt));
   }
   if (!saved.ok()) {
-    LogError("turn outcome not saved", {{"prompt_id", prompt_id_}, {"error", saved.message()}});
+    LogError("turn outcome not saved", {{"prompt_id", prompt_id_}, {"error", std::string(saved.message())}});
     if (client_status.ok()) client_status = absl::UnavailableError("the answer could not be saved");
   } else if (event.has_value() && deps_->on_usage_committed) {
     deps_->on_usage_committed();

@@ -1,0 +1,417 @@
+#include "services/ai-agent/agent_service.h"
+
+#include <deque>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/page_token.h"
+#include "common/proto_time.h"
+#include "common/status.h"
+#include "common/unary.h"
+#include "common/validate.h"
+
+namespace aichat::agent {
+namespace {
+
+TurnRequest FromSend(const Caller& caller, const v1::SendMessageRequest& req, absl::Time deadline) {
+  TurnRequest t;
+  t.caller = caller;
+  t.conversation_id = req.conversation_id();
+  t.content = req.content();
+  t.model = req.has_model() ? req.model() : "";
+  t.idempotency_key = req.idempotency_key();
+  if (req.has_max_output_tokens()) t.max_output_tokens = req.max_output_tokens();
+  if (req.has_temperature()) t.temperature = req.temperature();
+  t.deadline = deadline;
+  return t;
+}
+
+absl::Time Deadline(grpc::CallbackServerContext* ctx) {
+  auto d = ctx->deadline();
+  if (d == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
+  return absl::FromChrono(d);
+}
+
+// SendMessage: the turn's events are dropped except the final result.
+class UnaryTurnReactor : public grpc::ServerUnaryReactor, public TurnSink {
+ public:
+  UnaryTurnReactor(TurnDeps* deps, const Authenticator* auth, grpc::CallbackServerContext* ctx,
+                   const v1::SendMessageRequest* req, v1::TurnResult* resp)
+      : resp_(resp) {
+    auto caller = auth->Authenticate(*ctx);
+    if (!caller.ok()) {
+      Finish(ToGrpcStatus(caller.status()));
+      return;
+    }
+    turn_ = Turn::Start(deps, FromSend(*caller, *req, Deadline(ctx)), this);
+  }
+  void OnStarted(const v1::Started&) override {}
+  void OnDelta(std::string_view) override {}
+  void OnFinished(const grpc::Status& status, const v1::TurnResult* result) override {
+    if (result != nullptr) *resp_ = *result;
+    Finish(status);
+  }
+  void OnCancel() override {
+    if (turn_ != nullptr) turn_->Cancel();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  v1::TurnResult* resp_;
+  std::shared_ptr<Turn> turn_;
+};
+
+// StreamMessage / RegenerateResponse: one write in flight at a time; deltas that
+// arrive meanwhile are coalesced into the next write.
+class StreamTurnReactor : public grpc::ServerWriteReactor<v1::TurnEvent>, public TurnSink {
+ public:
+  StreamTurnReactor(TurnDeps* deps, const Authenticator* auth, grpc::CallbackServerContext* ctx,
+                    std::function<TurnRequest(const Caller&)> make_request) {
+    auto caller = auth->Authenticate(*ctx);
+    if (!caller.ok()) {
+      Finish(ToGrpcStatus(caller.status()));
+      return;
+    }
+    turn_ = Turn::Start(deps, make_request(*caller), this);
+  }
+
+  void OnStarted(const v1::Started& started) override {
+    v1::TurnEvent e;
+    *e.mutable_started() = started;
+    Enqueue(std::move(e));
+  }
+
+  void OnDelta(std::string_view text) override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (broken_) return;
+      if (!queue_.empty() && queue_.back().has_delta()) {
+        queue_.back().mutable_delta()->mutable_text()->append(text.data(), text.size());
+        return;
+      }
+    }
+    v1::TurnEvent e;
+    e.mutable_delta()->set_text(std::string(text));
+    Enqueue(std::move(e));
+  }
+
+  void OnFinished(const grpc::Status& status, const v1::TurnResult* result) override {
+    if (result != nullptr) {
+      v1::TurnEvent e;
+      *e.mutable_completed() = *result;
+      Enqueue(std::move(e));
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      final_ = status;
+      finishing_ = true;
+    }
+    Pump();
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) {
+        // The client is gone; stop the turn (it still saves and charges what it used).
+        broken_ = true;
+        queue_.clear();
+      }
+    }
+    if (!ok && turn_ != nullptr) turn_->Cancel();
+    Pump();
+  }
+
+  void OnCancel() override {
+    if (turn_ != nullptr) turn_->Cancel();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void Enqueue(v1::TurnEvent e) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (broken_) return;
+      queue_.push_back(std::move(e));
+    }
+    Pump();
+  }
+
+  void Pump() {
+    enum { kNothing, kWrite, kFinish } action = kNothing;
+    grpc::Status status;
+    {
+      absl::MutexLock lock(&mu_);
+      if (writing_ || done_) return;
+      if (!queue_.empty()) {
+        current_ = std::move(queue_.front());
+        queue_.pop_front();
+        writing_ = true;
+        action = kWrite;
+      } else if (finishing_) {
+        done_ = true;
+        status = final_;
+        action = kFinish;
+      }
+    }
+    if (action == kWrite) {
+      StartWrite(&current_);
+    } else if (action == kFinish) {
+      Finish(status);
+    }
+  }
+
+  std::shared_ptr<Turn> turn_;
+  absl::Mutex mu_;
+  std::deque<v1::TurnEvent> queue_ ABSL_GUARDED_BY(mu_);
+  v1::TurnEvent current_;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finishing_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status final_ ABSL_GUARDED_BY(mu_);
+};
+
+v1::PromptStatus ToProtoStatus(PromptStatus s) {
+  switch (s) {
+    case PromptStatus::kPending: return v1::PROMPT_STATUS_PENDING;
+    case PromptStatus::kStreaming: return v1::PROMPT_STATUS_STREAMING;
+    case PromptStatus::kCompleted: return v1::PROMPT_STATUS_COMPLETED;
+    case PromptStatus::kFailed: return v1::PROMPT_STATUS_FAILED;
+    case PromptStatus::kCancelled: return v1::PROMPT_STATUS_CANCELLED;
+    case PromptStatus::kRateLimited: return v1::PROMPT_STATUS_RATE_LIMITED;
+    case PromptStatus::kBudgetExceeded: return v1::PROMPT_STATUS_BUDGET_EXCEEDED;
+  }
+  return v1::PROMPT_STATUS_UNSPECIFIED;
+}
+
+void ToProto(const PromptRecord& p, v1::Prompt* out) {
+  out->set_id(p.id);
+  out->set_user_id(p.user_id);
+  out->set_conversation_id(p.conversation_id);
+  out->set_status(ToProtoStatus(p.status));
+  out->set_model(p.model);
+  out->set_provider_model(p.provider_model);
+  out->set_error(p.error);
+  auto* u = out->mutable_usage();
+  u->set_prompt_tokens(p.prompt_tokens);
+  u->set_completion_tokens(p.completion_tokens);
+  u->set_cached_tokens(p.cached_tokens);
+  u->set_total_tokens(p.prompt_tokens + p.completion_tokens);
+  u->set_estimated(p.estimated);
+  out->set_cost_nanos(p.cost_nanos);
+  out->set_finish_reason(p.finish_reason);
+  out->set_latency_ms(p.latency_ms);
+  out->set_time_to_first_token_ms(p.ttft_ms);
+  out->set_input_price_micros_per_mtok(p.prices.input_micros_per_mtok);
+  out->set_cached_input_price_micros_per_mtok(p.prices.cached_input_micros_per_mtok);
+  out->set_output_price_micros_per_mtok(p.prices.output_micros_per_mtok);
+  out->set_user_message_id(p.user_message_id);
+  out->set_response_message_id(p.response_message_id);
+  out->set_idempotency_key(p.idempotency_key);
+  aichat::ToProto(p.created_at, out->mutable_created_at());
+  if (p.completed_at) aichat::ToProto(*p.completed_at, out->mutable_completed_at());
+}
+
+void ToProto(const ModelRecord& m, v1::ModelConfig* out) {
+  out->set_name(m.name);
+  out->set_provider_model(m.provider_model);
+  out->set_base_url(m.base_url);
+  out->set_api_key_env(m.api_key_env);
+  out->set_input_price_micros_per_mtok(m.prices.input_micros_per_mtok);
+  out->set_cached_input_price_micros_per_mtok(m.prices.cached_input_micros_per_mtok);
+  out->set_output_price_micros_per_mtok(m.prices.output_micros_per_mtok);
+  out->set_context_window(m.context_window);
+  out->set_max_output_tokens(m.max_output_tokens);
+  out->set_default_temperature(m.default_temperature);
+  out->set_enabled(m.enabled);
+  out->set_is_default(m.is_default);
+  out->set_use_max_tokens_param(m.use_max_tokens_param);
+  aichat::ToProto(m.updated_at, out->mutable_updated_at());
+}
+
+ModelRecord FromProto(const v1::ModelConfig& m) {
+  ModelRecord r;
+  r.name = m.name();
+  r.provider_model = m.provider_model().empty() ? m.name() : m.provider_model();
+  r.base_url = m.base_url();
+  r.api_key_env = m.api_key_env().empty() ? "OPENAI_API_KEY" : m.api_key_env();
+  r.prices = {m.input_price_micros_per_mtok(), m.cached_input_price_micros_per_mtok(),
+              m.output_price_micros_per_mtok()};
+  r.context_window = m.context_window();
+  r.max_output_tokens = m.max_output_tokens();
+  r.default_temperature = m.default_temperature();
+  r.enabled = m.enabled();
+  r.is_default = m.is_default();
+  r.use_max_tokens_param = m.use_max_tokens_param();
+  return r;
+}
+
+bool IsModelNameChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         c == '-' || c == '_' || c == '.' || c == ':' || c == '/' || c == '@';
+}
+
+}  // namespace
+
+absl::Status ValidateModelConfig(const v1::ModelConfig& m) {
+  if (m.name().empty() || m.name().size() > 100) {
+    return absl::InvalidArgumentError("model.name must be 1 to 100 characters");
+  }
+  for (char c : m.name()) {
+    if (!IsModelNameChar(c)) {
+      return absl::InvalidArgumentError("model.name may use letters, digits and - _ . : / @");
+    }
+  }
+  if (auto st = CheckText("model.provider_model", m.provider_model(), 200, false); !st.ok()) {
+    return st;
+  }
+  if (!m.base_url().empty() && m.base_url().rfind("https://", 0) != 0 &&
+      m.base_url().rfind("http://", 0) != 0) {
+    return absl::InvalidArgumentError("model.base_url must start with https:// or http://");
+  }
+  if (auto st = CheckText("model.base_url", m.base_url(), 500, false); !st.ok()) return st;
+  for (size_t i = 0; i < m.api_key_env().size(); ++i) {
+    char c = m.api_key_env()[i];
+    bool ok = (c >= 'A' && c <= 'Z') || c == '_' || (i > 0 && c >= '0' && c <= '9');
+    if (!ok || m.api_key_env().size() > 100) {
+      return absl::InvalidArgumentError(
+          "model.api_key_env must be an environment variable name like OPENAI_API_KEY");
+    }
+  }
+  if (m.input_price_micros_per_mtok() < 0 || m.cached_input_price_micros_per_mtok() < 0 ||
+      m.output_price_micros_per_mtok() < 0) {
+    return absl::InvalidArgumentError("model prices must not be negative");
+  }
+  if (m.context_window() < 2) {
+    return absl::InvalidArgumentError("model.context_window must be at least 2");
+  }
+  if (m.max_output_tokens() < 1 || m.max_output_tokens() >= m.context_window()) {
+    return absl::InvalidArgumentError(
+        "model.max_output_tokens must be at least 1 and less than context_window");
+  }
+  if (!(m.default_temperature() >= 0 && m.default_temperature() <= 2)) {
+    return absl::InvalidArgumentError("model.default_temperature must be between 0 and 2");
+  }
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* AgentServiceImpl::SendMessage(grpc::CallbackServerContext* ctx,
+                                                        const v1::SendMessageRequest* req,
+                                                        v1::TurnResult* resp) {
+  return new UnaryTurnReactor(deps_, auth_, ctx, req, resp);
+}
+
+grpc::ServerWriteReactor<v1::TurnEvent>* AgentServiceImpl::StreamMessage(
+    grpc::CallbackServerContext* ctx, const v1::SendMessageRequest* req) {
+  absl::Time deadline = Deadline(ctx);
+  return new StreamTurnReactor(deps_, auth_, ctx, [req, deadline](const Caller& caller) {
+    return FromSend(caller, *req, deadline);
+  });
+}
+
+grpc::ServerWriteReactor<v1::TurnEvent>* AgentServiceImpl::RegenerateResponse(
+    grpc::CallbackServerContext* ctx, const v1::RegenerateResponseRequest* req) {
+  absl::Time deadline = Deadline(ctx);
+  return new StreamTurnReactor(deps_, auth_, ctx, [req, deadline](const Caller& caller) {
+    TurnRequest t;
+    t.caller = caller;
+    t.conversation_id = req->conversation_id();
+    t.model = req->has_model() ? req->model() : "";
+    t.idempotency_key = req->idempotency_key();
+    t.regenerate = true;
+    t.deadline = deadline;
+    return t;
+  });
+}
+
+grpc::ServerUnaryReactor* AgentServiceImpl::GetPrompt(grpc::CallbackServerContext* ctx,
+                                                      const v1::GetPromptRequest* req,
+                                                      v1::Prompt* resp) {
+  return RunUnary(ctx, *deps_->workers, [this, ctx, req, resp]() -> absl::Status {
+    auto caller = auth_->Authenticate(*ctx);
+    if (!caller.ok()) return caller.status();
+    if (req->prompt_id() <= 0) return absl::InvalidArgumentError("prompt_id must be positive");
+    auto p = deps_->store->GetPrompt(caller->user_id, req->prompt_id());
+    if (!p.ok()) return p.status();
+    ToProto(*p, resp);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AgentServiceImpl::ListPrompts(grpc::CallbackServerContext* ctx,
+                                                        const v1::ListPromptsRequest* req,
+                                                        v1::ListPromptsResponse* resp) {
+  return RunUnary(ctx, *deps_->workers, [this, ctx, req, resp]() -> absl::Status {
+    auto caller = auth_->Authenticate(*ctx);
+    if (!caller.ok()) return caller.status();
+    auto size = NormalizePageSize(req->page_size());
+    if (!size.ok()) return size.status();
+    int64_t before = 0;
+    if (!req->page_token().empty()) {
+      auto parts = DecodePageToken(req->page_token(), 1);
+      if (!parts.ok()) return parts.status();
+      if (!absl::SimpleAtoi((*parts)[0], &before)) {
+        return absl::InvalidArgumentError("page_token is invalid");
+      }
+    }
+    std::optional<int64_t> conv;
+    if (req->has_conversation_id()) conv = req->conversation_id();
+    auto list = deps_->store->ListPrompts(caller->user_id, conv, before, *size + 1);
+    if (!list.ok()) return list.status();
+    bool more = static_cast<int>(list->size()) > *size;
+    if (more) list->pop_back();
+    for (const auto& p : *list) ToProto(p, resp->add_prompts());
+    if (more) resp->set_next_page_token(EncodePageToken({absl::StrCat(list->back().id)}));
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AgentServiceImpl::ListModels(grpc::CallbackServerContext* ctx,
+                                                       const v1::ListModelsRequest* req,
+                                                       v1::ListModelsResponse* resp) {
+  return RunUnary(ctx, *deps_->workers, [this, ctx, req, resp]() -> absl::Status {
+    auto caller = auth_->Authenticate(*ctx);
+    if (!caller.ok()) return caller.status();
+    auto models = deps_->models->List();
+    if (!models.ok()) return models.status();
+    bool all = req->include_disabled() && caller->is_admin();
+    for (const auto& m : *models) {
+      if (m.enabled || all) ToProto(m, resp->add_models());
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AgentServiceImpl::UpsertModel(grpc::CallbackServerContext* ctx,
+                                                        const v1::UpsertModelRequest* req,
+                                                        v1::ModelConfig* resp) {
+  return RunUnary(ctx, *deps_->workers, [this, ctx, req, resp]() -> absl::Status {
+    auto caller = auth_->Authenticate(*ctx);
+    if (!caller.ok()) return caller.status();
+    if (auto st = RequireAdmin(*caller); !st.ok()) return st;
+    if (auto st = ValidateModelConfig(req->model()); !st.ok()) return st;
+    auto saved = deps_->store->UpsertModel(FromProto(req->model()));
+    if (!saved.ok()) return saved.status();
+    deps_->models->Invalidate();
+    ToProto(*saved, resp);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AgentServiceImpl::DeleteModel(grpc::CallbackServerContext* ctx,
+                                                        const v1::DeleteModelRequest* req,
+                                                        v1::DeleteModelResponse* /*resp*/) {
+  return RunUnary(ctx, *deps_->workers, [this, ctx, req]() -> absl::Status {
+    auto caller = auth_->Authenticate(*ctx);
+    if (!caller.ok()) return caller.status();
+    if (auto st = RequireAdmin(*caller); !st.ok()) return st;
+    if (req->name().empty()) return absl::InvalidArgumentError("name is required");
+    auto st = deps_->store->DeleteModel(req->name());
+    deps_->models->Invalidate();
+    return st;
+  });
+}
+
+}  // namespace aichat::agent

@@ -1,0 +1,72 @@
+#include "services/ai-agent/config.h"
+
+namespace aichat::agent {
+
+void DeclareSettings(Config& config) {
+  AddCommonSettings(config, 50053, 9103);
+  config.Add("conversation_addr", "AICHAT_CONVERSATION_ADDR", "127.0.0.1:50052",
+             "conversation service address");
+  config.Add("usage_addr", "AICHAT_USAGE_ADDR", "127.0.0.1:50054", "usage service address");
+  config.Add("service_token", "AICHAT_SERVICE_TOKEN", "",
+             "role=service token for calls to conversation and usage "
+             "(`aichat-user mint-service-token`)",
+             /*secret=*/true);
+  config.Add("openai_base_url", "OPENAI_BASE_URL", "https://api.openai.com/v1",
+             "API root for models whose base_url is empty (any OpenAI-compatible server)");
+  config.Add("llm_total_timeout", "AICHAT_LLM_TOTAL_TIMEOUT", "300s",
+             "Longest a provider call may take (also bounded by the caller's deadline)");
+  config.Add("llm_stall_timeout", "AICHAT_LLM_STALL_TIMEOUT", "30s",
+             "A provider stream silent for longer is cut");
+  config.Add("llm_max_attempts", "AICHAT_LLM_MAX_ATTEMPTS", "3",
+             "Provider attempts per turn (retries only before the first delta)");
+  config.Add("llm_io_threads", "AICHAT_LLM_IO_THREADS", "1", "Threads for provider I/O");
+  config.Add("llm_ca_file", "AICHAT_LLM_CA_FILE", "",
+             "Extra CA bundle for the provider (default: the system store; SSL_CERT_FILE works)");
+  config.Add("peer_timeout", "AICHAT_PEER_TIMEOUT", "5s",
+             "Deadline of each call to conversation and usage");
+  config.Add("budget_fail_open", "AICHAT_BUDGET_FAIL_OPEN", "true",
+             "When usage is unreachable, admit turns without a budget reservation");
+  config.Add("outbox_interval", "AICHAT_OUTBOX_INTERVAL", "1s",
+             "How often the usage outbox is polled when idle");
+}
+
+absl::StatusOr<AgentConfig> ReadSettings(const Config& config) {
+  AgentConfig c;
+  auto common = ReadCommonSettings(config);
+  if (!common.ok()) return common.status();
+  c.common = *common;
+  c.conversation_addr = config.Get("conversation_addr");
+  c.usage_addr = config.Get("usage_addr");
+  c.service_token = config.Get("service_token");
+  if (c.service_token.empty()) {
+    return absl::InvalidArgumentError(
+        "AICHAT_SERVICE_TOKEN (--service_token) is required; `aichat-user mint-service-token` "
+        "makes one");
+  }
+  c.turn.default_base_url = config.Get("openai_base_url");
+  auto total = config.GetDuration("llm_total_timeout");
+  if (!total.ok()) return total.status();
+  c.turn.total_timeout = *total;
+  auto stall = config.GetDuration("llm_stall_timeout");
+  if (!stall.ok()) return stall.status();
+  c.turn.stall_timeout = *stall;
+  auto attempts = config.GetInt("llm_max_attempts", 1, 10);
+  if (!attempts.ok()) return attempts.status();
+  c.turn.retry.max_attempts = static_cast<int>(*attempts);
+  auto io = config.GetInt("llm_io_threads", 1, 64);
+  if (!io.ok()) return io.status();
+  c.llm_io_threads = static_cast<int>(*io);
+  c.llm_ca_file = config.Get("llm_ca_file");
+  auto peer = config.GetDuration("peer_timeout");
+  if (!peer.ok()) return peer.status();
+  c.turn.peer_timeout = *peer;
+  auto open = config.GetBool("budget_fail_open");
+  if (!open.ok()) return open.status();
+  c.turn.budget_fail_open = *open;
+  auto interval = config.GetDuration("outbox_interval");
+  if (!interval.ok()) return interval.status();
+  c.outbox_interval = *interval;
+  return c;
+}
+
+}  // namespace aichat::agent

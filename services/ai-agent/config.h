@@ -1,0 +1,26 @@
+// The ai-agent service's settings (environment variables; flags override).
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/config.h"
+#include "services/ai-agent/turn.h"
+
+namespace aichat::agent {
+
+struct AgentConfig {
+  CommonSettings common;
+  std::string conversation_addr;
+  std::string usage_addr;
+  std::string service_token;  // role=service token for calls to conversation and usage
+  TurnOptions turn;
+  int llm_io_threads = 1;
+  std::string llm_ca_file;
+  absl::Duration outbox_interval;
+};
+
+void DeclareSettings(Config& config);
+absl::StatusOr<AgentConfig> ReadSettings(const Config& config);
+
+}  // namespace aichat::agent

@@ -1,0 +1,107 @@
+// aichat-agent: the ai-agent service — chat turns end to end, prompts, models,
+// and the usage outbox publisher.
+#include <iostream>
+
+#include <grpcpp/create_channel.h>
+
+#include "common/log.h"
+#include "common/migrations.h"
+#include "common/pg.h"
+#include "common/server.h"
+#include "services/ai-agent/agent_metrics.h"
+#include "services/ai-agent/agent_service.h"
+#include "services/ai-agent/config.h"
+#include "services/ai-agent/llm/llm_client.h"
+#include "services/ai-agent/migrations.h"
+#include "services/ai-agent/model_registry.h"
+#include "services/ai-agent/outbox_publisher.h"
+#include "services/ai-agent/pg_agent_store.h"
+
+namespace aichat::agent {
+namespace {
+
+int Fail(const absl::Status& st) {
+  std::cerr << "aichat-agent: " << st.message() << "\n";
+  return 2;
+}
+
+std::shared_ptr<grpc::Channel> PeerChannel(const std::string& addr) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
+  return grpc::CreateCustomChannel(addr, grpc::InsecureChannelCredentials(), args);
+}
+
+int Serve(const AgentConfig& cfg) {
+  SetLogService("ai-agent");
+  auto verifier = TokenVerifier::Create(cfg.common.jwt_public_keys);
+  if (!verifier.ok()) return Fail(verifier.status());
+  PgPoolOptions popts;
+  popts.url = cfg.common.database_url;
+  popts.size = cfg.common.db_pool_size;
+  PgPool pool(popts);
+  if (auto st = ApplyMigrations(pool, Migrations()); !st.ok()) {
+    return Fail(absl::UnavailableError(absl::StrCat("migrations: ", st.message())));
+  }
+  Authenticator auth(*std::move(verifier));
+  PgAgentStore store(&pool);
+  ModelRegistry models(&store);
+  HttpLlmClientOptions lopts;
+  lopts.io_threads = cfg.llm_io_threads;
+  lopts.ca_file = cfg.llm_ca_file;
+  auto llm = MakeHttpLlmClient(lopts);
+  auto conversation_channel = PeerChannel(cfg.conversation_addr);
+  auto usage_channel = PeerChannel(cfg.usage_addr);
+  auto conversation = conversation::v1::ConversationService::NewStub(conversation_channel);
+  auto usage = usage::v1::UsageService::NewStub(usage_channel);
+  WorkerPool workers(cfg.common.workers);
+
+  ServiceServer server({.name = "ai-agent",
+                        .listen = cfg.common.listen,
+                        .metrics_listen = cfg.common.metrics_listen,
+                        .shutdown_grace = cfg.common.shutdown_grace,
+                        .max_message_bytes = cfg.common.max_message_bytes});
+  pool.ExportMetrics(server.registry());
+  AgentMetrics metrics(server.registry());
+  OutboxPublisherOptions oopts;
+  oopts.idle_poll = cfg.outbox_interval;
+  OutboxPublisher outbox(&store, usage_channel, cfg.service_token, oopts, &server.registry());
+
+  TurnDeps deps;
+  deps.store = &store;
+  deps.models = &models;
+  deps.llm = llm.get();
+  deps.workers = &workers;
+  deps.conversation = conversation.get();
+  deps.usage = usage.get();
+  deps.service_token = cfg.service_token;
+  deps.metrics = &metrics;
+  deps.on_usage_committed = [&outbox] { outbox.Notify(); };
+  deps.options = cfg.turn;
+  AgentServiceImpl service(&deps, &auth);
+  server.AddService(&service);
+  if (auto st = server.Start(); !st.ok()) return Fail(st);
+  outbox.Start();
+  WaitForTerminationSignal();
+  // In-flight turns finish (or are cancelled at the end of the grace period)
+  // and commit their usage events; then the outbox gets one last flush.
+  server.Shutdown();
+  outbox.Stop(absl::Seconds(5));
+  return 0;
+}
+
+}  // namespace
+}  // namespace aichat::agent
+
+int main(int argc, char** argv) {
+  using namespace aichat;
+  using namespace aichat::agent;
+  BlockTerminationSignals();
+  Config config("aichat-agent: chat turns against OpenAI-compatible providers.\nUsage: aichat-agent [--flags]");
+  DeclareSettings(config);
+  auto parsed = config.Parse(argc, argv);
+  if (!parsed.ok()) return Fail(parsed.status());
+  if (!*parsed) return 0;
+  auto cfg = ReadSettings(config);
+  if (!cfg.ok()) return Fail(cfg.status());
+  return Serve(*cfg);
+}
