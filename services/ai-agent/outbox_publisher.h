@@ -68,7 +68,7 @@ class OutboxPublisher {
 
   void Run();
   absl::StatusOr<CycleOutcome> Cycle(absl::Time deadline);
-  absl::Duration Backoff(int attempts);
+  absl::Duration Backoff(int attempts) ABSL_EXCLUSIVE_LOCKS_REQUIRED(cycle_mu_);
   void RefreshBacklog();
   void Count(Result r);
 
