@@ -11,10 +11,14 @@ void DeclareSettings(Config& config) {
 absl::StatusOr<UsageConfig> ReadSettings(const Config& config) {
   UsageConfig c;
   auto common = ReadCommonSettings(config);
-  if (!common.ok()) return common.status();
+  if (!common.ok()) {
+    return common.status();
+  }
   c.common = *common;
   auto ttl = config.GetDuration("reservation_ttl");
-  if (!ttl.ok()) return ttl.status();
+  if (!ttl.ok()) {
+    return ttl.status();
+  }
   if (*ttl < absl::Seconds(1) || *ttl > absl::Hours(24)) {
     return absl::InvalidArgumentError(
         "AICHAT_RESERVATION_TTL (--reservation_ttl) must be between 1s and 24h");

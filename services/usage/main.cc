@@ -22,7 +22,9 @@ int Fail(const absl::Status& st) {
 int Serve(const UsageConfig& cfg) {
   SetLogService("usage");
   auto verifier = TokenVerifier::Create(cfg.common.jwt_public_keys);
-  if (!verifier.ok()) return Fail(verifier.status());
+  if (!verifier.ok()) {
+    return Fail(verifier.status());
+  }
   PgPoolOptions opts;
   opts.url = cfg.common.database_url;
   opts.size = cfg.common.db_pool_size;
@@ -42,7 +44,9 @@ int Serve(const UsageConfig& cfg) {
   pool.ExportMetrics(server.registry());
   UsageServiceImpl service(&store, &auth, &workers, server.registry(), [] { return absl::Now(); });
   server.AddService(&service);
-  if (auto st = server.Start(); !st.ok()) return Fail(st);
+  if (auto st = server.Start(); !st.ok()) {
+    return Fail(st);
+  }
   WaitForTerminationSignal();
   server.Shutdown();
   return 0;
@@ -60,13 +64,19 @@ int main(int argc, char** argv) {
       "Usage: aichat-usage [--flags]");
   DeclareSettings(config);
   auto parsed = config.Parse(argc, argv);
-  if (!parsed.ok()) return Fail(parsed.status());
-  if (!*parsed) return 0;
+  if (!parsed.ok()) {
+    return Fail(parsed.status());
+  }
+  if (!*parsed) {
+    return 0;
+  }
   if (!config.positional().empty() && config.positional()[0] != "serve") {
     return Fail(absl::InvalidArgumentError(
         absl::StrCat("unknown command ", config.positional()[0], " (see --help)")));
   }
   auto cfg = ReadSettings(config);
-  if (!cfg.ok()) return Fail(cfg.status());
+  if (!cfg.ok()) {
+    return Fail(cfg.status());
+  }
   return Serve(*cfg);
 }

@@ -116,8 +116,7 @@ const std::string& SummarySql(SummaryGroup group) {
         make("day", "(occurred_at AT TIME ZONE 'UTC')::date", "usage_daily", kOneUser,
              "to_char(k, 'YYYY-MM-DD')"),
         make("model", "model", "usage_daily", kOneUser, "k"),
-        make("conversation_id", "conversation_id", "usage_daily_conversation", kOneUser,
-             "k::text"),
+        make("conversation_id", "conversation_id", "usage_daily_conversation", kOneUser, "k::text"),
         // All users: $1 is NULL and unused; the predicate keeps its type known.
         make("user_id", "user_id", "usage_daily", "$1::bigint IS NULL", "k::text"),
     };
@@ -178,7 +177,9 @@ absl::StatusOr<BudgetState> ReadBudget(PgConn& conn, int64_t user_id, absl::Time
   b.resets_at = NextMonthStart(now);
   auto r = conn.Exec(kBudgetState,
                      {user_id, DateText(b.period_start), DateText(b.resets_at), now - ttl});
-  if (!r.ok()) return r.status();
+  if (!r.ok()) {
+    return r.status();
+  }
   b.monthly_limit_nanos = r->Int(0, 0);
   b.spent_nanos = r->Int(0, 1);
   b.reserved_nanos = r->Int(0, 2);
@@ -189,8 +190,12 @@ absl::StatusOr<BudgetState> ReadBudget(PgConn& conn, int64_t user_id, absl::Time
 }
 
 int64_t Clamp(__int128 v) {
-  if (v > std::numeric_limits<int64_t>::max()) return std::numeric_limits<int64_t>::max();
-  if (v < std::numeric_limits<int64_t>::min()) return std::numeric_limits<int64_t>::min();
+  if (v > std::numeric_limits<int64_t>::max()) {
+    return std::numeric_limits<int64_t>::max();
+  }
+  if (v < std::numeric_limits<int64_t>::min()) {
+    return std::numeric_limits<int64_t>::min();
+  }
   return static_cast<int64_t>(v);
 }
 
@@ -200,7 +205,9 @@ absl::StatusOr<ReserveDecision> Decide(PgConn& conn, const ReserveRequest& req, 
   ReserveDecision d;
   if (req.requests_per_minute > 0) {
     auto nth = conn.Exec(kRateNth, {req.user_id, now - kRateWindow, req.requests_per_minute - 1});
-    if (!nth.ok()) return nth.status();
+    if (!nth.ok()) {
+      return nth.status();
+    }
     if (nth->rows() > 0) {
       d.reason = Refusal::kRateLimited;
       d.retry_at = nth->Time(0, 0) + kRateWindow;
@@ -212,7 +219,9 @@ absl::StatusOr<ReserveDecision> Decide(PgConn& conn, const ReserveRequest& req, 
   }
   absl::Time oldest_active;
   auto b = ReadBudget(conn, req.user_id, now, ttl, &oldest_active);
-  if (!b.ok()) return b.status();
+  if (!b.ok()) {
+    return b.status();
+  }
   if (b->monthly_limit_nanos == 0) {
     d.allowed = true;
     return d;
@@ -234,8 +243,8 @@ absl::StatusOr<ReserveDecision> Decide(PgConn& conn, const ReserveRequest& req, 
       oldest_active != absl::InfiniteFuture()) {
     // Only turns in flight stand in the way: they settle, or expire by then.
     d.retry_at = std::min(oldest_active + ttl, b->resets_at);
-    d.message = absl::StrCat(head, "; turns in flight hold the rest, retry after ",
-                             TimeText(*d.retry_at));
+    d.message =
+        absl::StrCat(head, "; turns in flight hold the rest, retry after ", TimeText(*d.retry_at));
   } else {
     d.retry_at = b->resets_at;
     d.message = absl::StrCat(head, "; the budget resets at ", TimeText(b->resets_at));
@@ -249,7 +258,9 @@ std::string FormatUsd(int64_t nanos) {
   const char* sign = nanos < 0 ? "-" : "";
   uint64_t n = nanos < 0 ? 0 - static_cast<uint64_t>(nanos) : static_cast<uint64_t>(nanos);
   std::string frac = absl::StrFormat("%09d", n % 1000000000);
-  while (frac.size() > 2 && frac.back() == '0') frac.pop_back();
+  while (frac.size() > 2 && frac.back() == '0') {
+    frac.pop_back();
+  }
   return absl::StrCat(sign, "$", n / 1000000000, ".", frac);
 }
 
@@ -257,25 +268,33 @@ absl::StatusOr<bool> PgUsageStore::RecordUsage(const UsageEventRecord& e, absl::
   bool recorded = false;
   absl::Status st = pool_->Transaction([&](PgConn& conn) -> absl::Status {
     // The statement trigger on usage_logs updates the daily rollups in this transaction.
-    auto ins = conn.Exec(kInsertEvent,
-                         {e.event_id, e.user_id, e.conversation_id, e.prompt_id, e.model,
-                          e.provider_model, e.prompt_tokens, e.completion_tokens, e.cached_tokens,
-                          e.prices.input_micros_per_mtok, e.prices.cached_input_micros_per_mtok,
-                          e.prices.output_micros_per_mtok, e.cost_nanos, e.estimated,
-                          static_cast<int>(e.outcome), e.occurred_at, now});
-    if (!ins.ok()) return ins.status();
+    auto ins = conn.Exec(
+        kInsertEvent,
+        {e.event_id, e.user_id, e.conversation_id, e.prompt_id, e.model, e.provider_model,
+         e.prompt_tokens, e.completion_tokens, e.cached_tokens, e.prices.input_micros_per_mtok,
+         e.prices.cached_input_micros_per_mtok, e.prices.output_micros_per_mtok, e.cost_nanos,
+         e.estimated, static_cast<int>(e.outcome), e.occurred_at, now});
+    if (!ins.ok()) {
+      return ins.status();
+    }
     recorded = ins->rows() == 1;
-    if (!recorded) return absl::OkStatus();
+    if (!recorded) {
+      return absl::OkStatus();
+    }
     return conn.Exec(kSettle, {e.event_id, e.user_id, now}).status();
   });
-  if (!st.ok()) return st;
+  if (!st.ok()) {
+    return st;
+  }
   return recorded;
 }
 
 absl::StatusOr<Summary> PgUsageStore::Summarize(const SummaryQuery& q) {
   // Whole days [d1, d2) from the rollup; [from, d1) and [d2, to) from the ledger.
   absl::Time d1 = DayStart(q.from);
-  if (d1 < q.from) d1 += absl::Hours(24);
+  if (d1 < q.from) {
+    d1 += absl::Hours(24);
+  }
   absl::Time d2 = DayStart(q.to);
   absl::Time head_end = q.to;
   absl::Time tail_start = q.to;
@@ -286,10 +305,11 @@ absl::StatusOr<Summary> PgUsageStore::Summarize(const SummaryQuery& q) {
     d2 = d1;  // no whole day: the rollup range is empty
   }
   PgArg user = q.group == SummaryGroup::kUser ? PgArg(std::nullopt) : PgArg(q.user_id);
-  auto r = pool_->Exec(SummarySql(q.group),
-                       {user, q.from, head_end, tail_start, q.to, DateText(d1), DateText(d2),
-                        static_cast<int>(q.order), q.limit});
-  if (!r.ok()) return r.status();
+  auto r = pool_->Exec(SummarySql(q.group), {user, q.from, head_end, tail_start, q.to, DateText(d1),
+                                             DateText(d2), static_cast<int>(q.order), q.limit});
+  if (!r.ok()) {
+    return r.status();
+  }
   Summary s;
   s.rows.reserve(r->rows());
   for (int i = 0; i < r->rows(); ++i) {
@@ -297,17 +317,23 @@ absl::StatusOr<Summary> PgUsageStore::Summarize(const SummaryQuery& q) {
     row.key = r->String(i, 0);
     s.rows.push_back(std::move(row));
   }
-  if (r->rows() > 0) s.totals = ReadTotals(*r, 0, 6);
+  if (r->rows() > 0) {
+    s.totals = ReadTotals(*r, 0, 6);
+  }
   return s;
 }
 
 absl::StatusOr<std::vector<StoredUsage>> PgUsageStore::ListUsage(const ListQuery& q) {
   int64_t before_id = q.before_time ? q.before_id : std::numeric_limits<int64_t>::max();
   auto r = pool_->Exec(kListUsage, {q.user_id, q.from, q.to, q.before_time, before_id, q.limit});
-  if (!r.ok()) return r.status();
+  if (!r.ok()) {
+    return r.status();
+  }
   std::vector<StoredUsage> out;
   out.reserve(r->rows());
-  for (int i = 0; i < r->rows(); ++i) out.push_back(ReadUsage(*r, i));
+  for (int i = 0; i < r->rows(); ++i) {
+    out.push_back(ReadUsage(*r, i));
+  }
   return out;
 }
 
@@ -321,24 +347,34 @@ absl::StatusOr<BudgetState> PgUsageStore::SetBudget(int64_t user_id, int64_t mon
     out = ReadBudget(conn, user_id, now, options_.reservation_ttl, nullptr);
     return out.status();
   });
-  if (!st.ok()) return st;
+  if (!st.ok()) {
+    return st;
+  }
   return out;
 }
 
 absl::StatusOr<BudgetState> PgUsageStore::GetBudget(int64_t user_id, absl::Time now) {
   auto lease = pool_->Acquire();
-  if (!lease.ok()) return lease.status();
+  if (!lease.ok()) {
+    return lease.status();
+  }
   return ReadBudget(**lease, user_id, now, options_.reservation_ttl, nullptr);
 }
 
 absl::StatusOr<ReserveDecision> PgUsageStore::Reserve(const ReserveRequest& req, absl::Time now) {
   ReserveDecision out;
   absl::Status st = pool_->Transaction([&](PgConn& conn) -> absl::Status {
-    if (auto r = conn.Exec(kEnsureUserRow, {req.user_id}); !r.ok()) return r.status();
-    if (auto r = conn.Exec(kLockUserRow, {req.user_id}); !r.ok()) return r.status();
+    if (auto r = conn.Exec(kEnsureUserRow, {req.user_id}); !r.ok()) {
+      return r.status();
+    }
+    if (auto r = conn.Exec(kLockUserRow, {req.user_id}); !r.ok()) {
+      return r.status();
+    }
     // Under the lock, a concurrent call with the same event_id has committed (or not started).
     auto prior = conn.Exec(kFindDecision, {req.event_id});
-    if (!prior.ok()) return prior.status();
+    if (!prior.ok()) {
+      return prior.status();
+    }
     if (prior->rows() > 0) {
       if (prior->Int(0, 0) != req.user_id) {
         return absl::AlreadyExistsError("event_id is already used by another user's turn");
@@ -347,7 +383,9 @@ absl::StatusOr<ReserveDecision> PgUsageStore::Reserve(const ReserveRequest& req,
       out.allowed = prior->Bool(0, 1);
       out.reason = static_cast<Refusal>(prior->Int(0, 2));
       out.message = prior->String(0, 3);
-      if (!prior->IsNull(0, 4)) out.retry_at = prior->Time(0, 4);
+      if (!prior->IsNull(0, 4)) {
+        out.retry_at = prior->Time(0, 4);
+      }
       out.remaining_nanos = prior->Int(0, 5);
       out.replayed = true;
       return absl::OkStatus();
@@ -357,7 +395,9 @@ absl::StatusOr<ReserveDecision> PgUsageStore::Reserve(const ReserveRequest& req,
       return r.status();
     }
     auto d = Decide(conn, req, now, options_.reservation_ttl);
-    if (!d.ok()) return d.status();
+    if (!d.ok()) {
+      return d.status();
+    }
     out = *std::move(d);
     auto ins = conn.Exec(kInsertDecision,
                          {req.event_id, req.user_id, req.max_cost_nanos, out.allowed,
@@ -368,13 +408,17 @@ absl::StatusOr<ReserveDecision> PgUsageStore::Reserve(const ReserveRequest& req,
     }
     return ins.status();
   });
-  if (!st.ok()) return st;
+  if (!st.ok()) {
+    return st;
+  }
   return out;
 }
 
 absl::StatusOr<bool> PgUsageStore::Release(const std::string& event_id, absl::Time now) {
   auto r = pool_->Exec(kRelease, {event_id, now - options_.reservation_ttl, now});
-  if (!r.ok()) return r.status();
+  if (!r.ok()) {
+    return r.status();
+  }
   return r->rows() > 0;
 }
 

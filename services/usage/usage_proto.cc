@@ -18,7 +18,9 @@ absl::Status CheckCount(const char* field, int64_t v, int64_t max) {
 }
 
 absl::Status CheckPositive(const char* field, int64_t v) {
-  if (v <= 0) return absl::InvalidArgumentError(absl::StrCat(field, " must be positive"));
+  if (v <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " must be positive"));
+  }
   return absl::OkStatus();
 }
 
@@ -30,17 +32,23 @@ absl::Status CheckEventId(const std::string& event_id, const char* field) {
 
 absl::StatusOr<UsageEventRecord> EventFromProto(const v1::UsageEvent& p, absl::Time now) {
   UsageEventRecord e;
-  if (auto st = CheckEventId(p.event_id(), "event.event_id"); !st.ok()) return st;
+  if (auto st = CheckEventId(p.event_id(), "event.event_id"); !st.ok()) {
+    return st;
+  }
   e.event_id = p.event_id();
   for (auto [field, v] : {std::pair{"event.user_id", p.user_id()},
                           std::pair{"event.conversation_id", p.conversation_id()},
                           std::pair{"event.prompt_id", p.prompt_id()}}) {
-    if (auto st = CheckPositive(field, v); !st.ok()) return st;
+    if (auto st = CheckPositive(field, v); !st.ok()) {
+      return st;
+    }
   }
   e.user_id = p.user_id();
   e.conversation_id = p.conversation_id();
   e.prompt_id = p.prompt_id();
-  if (auto st = CheckText("event.model", p.model(), kMaxModelBytes, true); !st.ok()) return st;
+  if (auto st = CheckText("event.model", p.model(), kMaxModelBytes, true); !st.ok()) {
+    return st;
+  }
   if (auto st = CheckText("event.provider_model", p.provider_model(), kMaxModelBytes, true);
       !st.ok()) {
     return st;
@@ -57,7 +65,9 @@ absl::StatusOr<UsageEventRecord> EventFromProto(const v1::UsageEvent& p, absl::T
                    p.cached_input_price_micros_per_mtok(), kMaxPriceMicrosPerMtok},
         std::tuple{"event.output_price_micros_per_mtok", p.output_price_micros_per_mtok(),
                    kMaxPriceMicrosPerMtok}}) {
-    if (auto st = CheckCount(field, v, max); !st.ok()) return st;
+    if (auto st = CheckCount(field, v, max); !st.ok()) {
+      return st;
+    }
   }
   if (p.cached_tokens() > p.prompt_tokens()) {
     return absl::InvalidArgumentError(
@@ -72,21 +82,30 @@ absl::StatusOr<UsageEventRecord> EventFromProto(const v1::UsageEvent& p, absl::T
   e.prices.output_micros_per_mtok = p.output_price_micros_per_mtok();
   int64_t expected = CostNanos(e.prompt_tokens, e.cached_tokens, e.completion_tokens, e.prices);
   if (p.cost_nanos() != expected) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("event.cost_nanos is ", p.cost_nanos(), " but the event's tokens and prices "
-                     "give ", expected));
+    return absl::InvalidArgumentError(absl::StrCat("event.cost_nanos is ", p.cost_nanos(),
+                                                   " but the event's tokens and prices "
+                                                   "give ",
+                                                   expected));
   }
   e.cost_nanos = p.cost_nanos();
   e.estimated = p.estimated();
   switch (p.outcome()) {
-    case v1::OUTCOME_COMPLETED: e.outcome = Outcome::kCompleted; break;
-    case v1::OUTCOME_FAILED: e.outcome = Outcome::kFailed; break;
-    case v1::OUTCOME_CANCELLED: e.outcome = Outcome::kCancelled; break;
+    case v1::OUTCOME_COMPLETED:
+      e.outcome = Outcome::kCompleted;
+      break;
+    case v1::OUTCOME_FAILED:
+      e.outcome = Outcome::kFailed;
+      break;
+    case v1::OUTCOME_CANCELLED:
+      e.outcome = Outcome::kCancelled;
+      break;
     default:
       return absl::InvalidArgumentError(
           "event.outcome must be OUTCOME_COMPLETED, OUTCOME_FAILED or OUTCOME_CANCELLED");
   }
-  if (!p.has_occurred_at()) return absl::InvalidArgumentError("event.occurred_at is required");
+  if (!p.has_occurred_at()) {
+    return absl::InvalidArgumentError("event.occurred_at is required");
+  }
   e.occurred_at = FromProto(p.occurred_at());
   if (e.occurred_at < kEpochFloor || e.occurred_at > now + kMaxFutureSkew) {
     return absl::InvalidArgumentError(
@@ -122,9 +141,8 @@ void BudgetToProto(const BudgetState& b, v1::Budget* out) {
   out->set_spent_nanos(b.spent_nanos);
   out->set_reserved_nanos(b.reserved_nanos);
   out->set_unlimited(b.monthly_limit_nanos == 0);
-  out->set_remaining_nanos(b.monthly_limit_nanos == 0
-                               ? 0
-                               : b.monthly_limit_nanos - b.spent_nanos - b.reserved_nanos);
+  out->set_remaining_nanos(
+      b.monthly_limit_nanos == 0 ? 0 : b.monthly_limit_nanos - b.spent_nanos - b.reserved_nanos);
   ToProto(b.period_start, out->mutable_period_start());
   ToProto(b.resets_at, out->mutable_resets_at());
 }

@@ -19,7 +19,7 @@ inline constexpr absl::Duration kMaxFutureSkew = absl::Minutes(5);
 
 // Checks every field (cost_nanos must equal CostNanos over the event's own tokens
 // and prices) and converts.
-absl::StatusOr<UsageEventRecord> EventFromProto(const v1::UsageEvent& event, absl::Time now);
+absl::StatusOr<UsageEventRecord> EventFromProto(const v1::UsageEvent& p, absl::Time now);
 void EventToProto(const UsageEventRecord& e, v1::UsageEvent* out);
 
 absl::Status CheckEventId(const std::string& event_id, const char* field);

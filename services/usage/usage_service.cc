@@ -25,8 +25,12 @@ prometheus::Family<prometheus::Counter>& Family(prometheus::Registry& r, const c
 // the caller chose: there is no object whose existence could leak, and answering
 // with different data than asked for would mislead the caller.
 absl::StatusOr<int64_t> SubjectUser(const Caller& caller, bool has_user_id, int64_t user_id) {
-  if (!has_user_id) return caller.user_id;
-  if (user_id <= 0) return absl::InvalidArgumentError("user_id must be positive");
+  if (!has_user_id) {
+    return caller.user_id;
+  }
+  if (user_id <= 0) {
+    return absl::InvalidArgumentError("user_id must be positive");
+  }
   if (user_id != caller.user_id && !caller.is_admin()) {
     return absl::PermissionDeniedError("only admins may read another user's usage");
   }
@@ -35,11 +39,16 @@ absl::StatusOr<int64_t> SubjectUser(const Caller& caller, bool has_user_id, int6
 
 absl::StatusOr<SummaryGroup> GroupFromProto(v1::GroupBy g) {
   switch (g) {
-    case v1::GROUP_BY_DAY: return SummaryGroup::kDay;
-    case v1::GROUP_BY_MODEL: return SummaryGroup::kModel;
-    case v1::GROUP_BY_CONVERSATION: return SummaryGroup::kConversation;
-    case v1::GROUP_BY_USER: return SummaryGroup::kUser;
-    default: break;
+    case v1::GROUP_BY_DAY:
+      return SummaryGroup::kDay;
+    case v1::GROUP_BY_MODEL:
+      return SummaryGroup::kModel;
+    case v1::GROUP_BY_CONVERSATION:
+      return SummaryGroup::kConversation;
+    case v1::GROUP_BY_USER:
+      return SummaryGroup::kUser;
+    default:
+      break;
   }
   return absl::InvalidArgumentError(
       "group_by must be GROUP_BY_DAY, GROUP_BY_MODEL, GROUP_BY_CONVERSATION or GROUP_BY_USER");
@@ -47,11 +56,16 @@ absl::StatusOr<SummaryGroup> GroupFromProto(v1::GroupBy g) {
 
 absl::StatusOr<SummaryOrder> OrderFromProto(v1::OrderBy o) {
   switch (o) {
-    case v1::ORDER_BY_UNSPECIFIED: return SummaryOrder::kKey;
-    case v1::ORDER_BY_COST_DESC: return SummaryOrder::kCost;
-    case v1::ORDER_BY_TOKENS_DESC: return SummaryOrder::kTokens;
-    case v1::ORDER_BY_REQUESTS_DESC: return SummaryOrder::kRequests;
-    default: break;
+    case v1::ORDER_BY_UNSPECIFIED:
+      return SummaryOrder::kKey;
+    case v1::ORDER_BY_COST_DESC:
+      return SummaryOrder::kCost;
+    case v1::ORDER_BY_TOKENS_DESC:
+      return SummaryOrder::kTokens;
+    case v1::ORDER_BY_REQUESTS_DESC:
+      return SummaryOrder::kRequests;
+    default:
+      break;
   }
   return absl::InvalidArgumentError("order_by is not a known OrderBy value");
 }
@@ -76,8 +90,8 @@ UsageServiceImpl::Metrics::Metrics(prometheus::Registry& registry)
       released(releases.Add({{"result", "released"}})),
       release_noop(releases.Add({{"result", "nothing"}})) {}
 
-UsageServiceImpl::UsageServiceImpl(UsageStore* store, const Authenticator* auth,
-                                   WorkerPool* pool, prometheus::Registry& registry, Clock clock)
+UsageServiceImpl::UsageServiceImpl(UsageStore* store, const Authenticator* auth, WorkerPool* pool,
+                                   prometheus::Registry& registry, Clock clock)
     : store_(store), auth_(auth), pool_(pool), metrics_(registry), clock_(std::move(clock)) {}
 
 grpc::ServerUnaryReactor* UsageServiceImpl::RecordUsage(grpc::CallbackServerContext* ctx,
@@ -85,14 +99,24 @@ grpc::ServerUnaryReactor* UsageServiceImpl::RecordUsage(grpc::CallbackServerCont
                                                         v1::RecordUsageResponse* resp) {
   return RunUnary(ctx, *pool_, [this, ctx, req, resp]() -> absl::Status {
     auto caller = auth_->Authenticate(*ctx);
-    if (!caller.ok()) return caller.status();
-    if (auto st = RequireService(*caller); !st.ok()) return st;
-    if (!req->has_event()) return absl::InvalidArgumentError("event is required");
+    if (!caller.ok()) {
+      return caller.status();
+    }
+    if (auto st = RequireService(*caller); !st.ok()) {
+      return st;
+    }
+    if (!req->has_event()) {
+      return absl::InvalidArgumentError("event is required");
+    }
     absl::Time now = clock_();
     auto event = EventFromProto(req->event(), now);
-    if (!event.ok()) return event.status();
+    if (!event.ok()) {
+      return event.status();
+    }
     auto recorded = store_->RecordUsage(*event, now);
-    if (!recorded.ok()) return recorded.status();
+    if (!recorded.ok()) {
+      return recorded.status();
+    }
     if (*recorded) {
       metrics_.events_recorded.Increment();
       metrics_.cost_nanos.Increment(static_cast<double>(event->cost_nanos));
@@ -104,38 +128,58 @@ grpc::ServerUnaryReactor* UsageServiceImpl::RecordUsage(grpc::CallbackServerCont
   });
 }
 
-grpc::ServerUnaryReactor* UsageServiceImpl::GetUsageSummary(
-    grpc::CallbackServerContext* ctx, const v1::GetUsageSummaryRequest* req,
-    v1::GetUsageSummaryResponse* resp) {
+grpc::ServerUnaryReactor* UsageServiceImpl::GetUsageSummary(grpc::CallbackServerContext* ctx,
+                                                            const v1::GetUsageSummaryRequest* req,
+                                                            v1::GetUsageSummaryResponse* resp) {
   return RunUnary(ctx, *pool_, [this, ctx, req, resp]() -> absl::Status {
     auto caller = auth_->Authenticate(*ctx);
-    if (!caller.ok()) return caller.status();
+    if (!caller.ok()) {
+      return caller.status();
+    }
     auto group = GroupFromProto(req->group_by());
-    if (!group.ok()) return group.status();
+    if (!group.ok()) {
+      return group.status();
+    }
     SummaryQuery q;
     q.group = *group;
     if (q.group == SummaryGroup::kUser) {
-      if (auto st = RequireAdmin(*caller); !st.ok()) return st;
+      if (auto st = RequireAdmin(*caller); !st.ok()) {
+        return st;
+      }
     } else {
       auto subject = SubjectUser(*caller, req->has_user_id(), req->user_id());
-      if (!subject.ok()) return subject.status();
+      if (!subject.ok()) {
+        return subject.status();
+      }
       q.user_id = *subject;
     }
     auto order = OrderFromProto(req->order_by());
-    if (!order.ok()) return order.status();
+    if (!order.ok()) {
+      return order.status();
+    }
     q.order = *order;
-    if (!req->has_from()) return absl::InvalidArgumentError("from is required");
-    if (!req->has_to()) return absl::InvalidArgumentError("to is required");
+    if (!req->has_from()) {
+      return absl::InvalidArgumentError("from is required");
+    }
+    if (!req->has_to()) {
+      return absl::InvalidArgumentError("to is required");
+    }
     q.from = FromProto(req->from());
     q.to = FromProto(req->to());
-    if (q.from > q.to) return absl::InvalidArgumentError("from must not be after to");
+    if (q.from > q.to) {
+      return absl::InvalidArgumentError("from must not be after to");
+    }
     if (req->limit() < 0 || req->limit() > kMaxSummaryRows) {
       return absl::InvalidArgumentError("limit must be between 0 and 1000");
     }
     q.limit = req->limit() == 0 ? kMaxSummaryRows : req->limit();
     auto summary = store_->Summarize(q);
-    if (!summary.ok()) return summary.status();
-    for (const auto& row : summary->rows) RowToProto(row, resp->add_rows());
+    if (!summary.ok()) {
+      return summary.status();
+    }
+    for (const auto& row : summary->rows) {
+      RowToProto(row, resp->add_rows());
+    }
     RowToProto(summary->totals, resp->mutable_totals());
     return absl::OkStatus();
   });
@@ -146,22 +190,34 @@ grpc::ServerUnaryReactor* UsageServiceImpl::ListUsage(grpc::CallbackServerContex
                                                       v1::ListUsageResponse* resp) {
   return RunUnary(ctx, *pool_, [this, ctx, req, resp]() -> absl::Status {
     auto caller = auth_->Authenticate(*ctx);
-    if (!caller.ok()) return caller.status();
+    if (!caller.ok()) {
+      return caller.status();
+    }
     auto subject = SubjectUser(*caller, req->has_user_id(), req->user_id());
-    if (!subject.ok()) return subject.status();
+    if (!subject.ok()) {
+      return subject.status();
+    }
     ListQuery q;
     q.user_id = *subject;
-    if (req->has_from()) q.from = FromProto(req->from());
-    if (req->has_to()) q.to = FromProto(req->to());
+    if (req->has_from()) {
+      q.from = FromProto(req->from());
+    }
+    if (req->has_to()) {
+      q.to = FromProto(req->to());
+    }
     if (q.from && q.to && *q.from > *q.to) {
       return absl::InvalidArgumentError("from must not be after to");
     }
     auto size = NormalizePageSize(req->page_size());
-    if (!size.ok()) return size.status();
+    if (!size.ok()) {
+      return size.status();
+    }
     q.limit = *size + 1;
     if (!req->page_token().empty()) {
       auto parts = DecodePageToken(req->page_token(), 2);
-      if (!parts.ok()) return parts.status();
+      if (!parts.ok()) {
+        return parts.status();
+      }
       int64_t micros = 0;
       if (!absl::SimpleAtoi((*parts)[0], &micros) || !absl::SimpleAtoi((*parts)[1], &q.before_id)) {
         return absl::InvalidArgumentError("page_token is invalid");
@@ -169,9 +225,13 @@ grpc::ServerUnaryReactor* UsageServiceImpl::ListUsage(grpc::CallbackServerContex
       q.before_time = absl::FromUnixMicros(micros);
     }
     auto rows = store_->ListUsage(q);
-    if (!rows.ok()) return rows.status();
+    if (!rows.ok()) {
+      return rows.status();
+    }
     bool more = static_cast<int>(rows->size()) > *size;
-    if (more) rows->pop_back();
+    if (more) {
+      rows->pop_back();
+    }
     for (const auto& u : *rows) {
       auto* rec = resp->add_records();
       rec->set_id(u.id);
@@ -179,9 +239,9 @@ grpc::ServerUnaryReactor* UsageServiceImpl::ListUsage(grpc::CallbackServerContex
       ToProto(u.recorded_at, rec->mutable_recorded_at());
     }
     if (more && !rows->empty()) {
-      resp->set_next_page_token(EncodePageToken(
-          {absl::StrCat(absl::ToUnixMicros(rows->back().event.occurred_at)),
-           absl::StrCat(rows->back().id)}));
+      resp->set_next_page_token(
+          EncodePageToken({absl::StrCat(absl::ToUnixMicros(rows->back().event.occurred_at)),
+                           absl::StrCat(rows->back().id)}));
     }
     return absl::OkStatus();
   });
@@ -192,14 +252,22 @@ grpc::ServerUnaryReactor* UsageServiceImpl::SetBudget(grpc::CallbackServerContex
                                                       v1::Budget* resp) {
   return RunUnary(ctx, *pool_, [this, ctx, req, resp]() -> absl::Status {
     auto caller = auth_->Authenticate(*ctx);
-    if (!caller.ok()) return caller.status();
-    if (auto st = RequireAdmin(*caller); !st.ok()) return st;
-    if (req->user_id() <= 0) return absl::InvalidArgumentError("user_id must be positive");
+    if (!caller.ok()) {
+      return caller.status();
+    }
+    if (auto st = RequireAdmin(*caller); !st.ok()) {
+      return st;
+    }
+    if (req->user_id() <= 0) {
+      return absl::InvalidArgumentError("user_id must be positive");
+    }
     if (req->monthly_limit_nanos() < 0) {
       return absl::InvalidArgumentError("monthly_limit_nanos must not be negative");
     }
     auto b = store_->SetBudget(req->user_id(), req->monthly_limit_nanos(), clock_());
-    if (!b.ok()) return b.status();
+    if (!b.ok()) {
+      return b.status();
+    }
     BudgetToProto(*b, resp);
     return absl::OkStatus();
   });
@@ -210,14 +278,20 @@ grpc::ServerUnaryReactor* UsageServiceImpl::GetBudget(grpc::CallbackServerContex
                                                       v1::Budget* resp) {
   return RunUnary(ctx, *pool_, [this, ctx, req, resp]() -> absl::Status {
     auto caller = auth_->Authenticate(*ctx);
-    if (!caller.ok()) return caller.status();
+    if (!caller.ok()) {
+      return caller.status();
+    }
     auto subject = SubjectUser(*caller, req->has_user_id(), req->user_id());
-    if (!subject.ok()) return subject.status();
+    if (!subject.ok()) {
+      return subject.status();
+    }
     if (*subject <= 0) {
       return absl::InvalidArgumentError("user_id is required for a caller without a user");
     }
     auto b = store_->GetBudget(*subject, clock_());
-    if (!b.ok()) return b.status();
+    if (!b.ok()) {
+      return b.status();
+    }
     BudgetToProto(*b, resp);
     return absl::OkStatus();
   });
@@ -228,10 +302,18 @@ grpc::ServerUnaryReactor* UsageServiceImpl::ReserveBudget(grpc::CallbackServerCo
                                                           v1::ReserveBudgetResponse* resp) {
   return RunUnary(ctx, *pool_, [this, ctx, req, resp]() -> absl::Status {
     auto caller = auth_->Authenticate(*ctx);
-    if (!caller.ok()) return caller.status();
-    if (auto st = RequireService(*caller); !st.ok()) return st;
-    if (req->user_id() <= 0) return absl::InvalidArgumentError("user_id must be positive");
-    if (auto st = CheckEventId(req->event_id(), "event_id"); !st.ok()) return st;
+    if (!caller.ok()) {
+      return caller.status();
+    }
+    if (auto st = RequireService(*caller); !st.ok()) {
+      return st;
+    }
+    if (req->user_id() <= 0) {
+      return absl::InvalidArgumentError("user_id must be positive");
+    }
+    if (auto st = CheckEventId(req->event_id(), "event_id"); !st.ok()) {
+      return st;
+    }
     if (req->max_cost_nanos() < 0) {
       return absl::InvalidArgumentError("max_cost_nanos must not be negative");
     }
@@ -243,7 +325,9 @@ grpc::ServerUnaryReactor* UsageServiceImpl::ReserveBudget(grpc::CallbackServerCo
                      .max_cost_nanos = req->max_cost_nanos(),
                      .requests_per_minute = req->requests_per_minute()};
     auto d = store_->Reserve(r, clock_());
-    if (!d.ok()) return d.status();
+    if (!d.ok()) {
+      return d.status();
+    }
     if (d->replayed) {
       metrics_.reserve_replayed.Increment();
     } else if (d->allowed) {
@@ -257,7 +341,9 @@ grpc::ServerUnaryReactor* UsageServiceImpl::ReserveBudget(grpc::CallbackServerCo
     resp->set_reason(static_cast<v1::RefusalReason>(d->reason));
     resp->set_message(d->message);
     resp->set_remaining_nanos(d->remaining_nanos);
-    if (d->retry_at) ToProto(*d->retry_at, resp->mutable_retry_at());
+    if (d->retry_at) {
+      ToProto(*d->retry_at, resp->mutable_retry_at());
+    }
     return absl::OkStatus();
   });
 }
@@ -267,11 +353,19 @@ grpc::ServerUnaryReactor* UsageServiceImpl::ReleaseBudget(grpc::CallbackServerCo
                                                           v1::ReleaseBudgetResponse* resp) {
   return RunUnary(ctx, *pool_, [this, ctx, req, resp]() -> absl::Status {
     auto caller = auth_->Authenticate(*ctx);
-    if (!caller.ok()) return caller.status();
-    if (auto st = RequireService(*caller); !st.ok()) return st;
-    if (auto st = CheckEventId(req->event_id(), "event_id"); !st.ok()) return st;
+    if (!caller.ok()) {
+      return caller.status();
+    }
+    if (auto st = RequireService(*caller); !st.ok()) {
+      return st;
+    }
+    if (auto st = CheckEventId(req->event_id(), "event_id"); !st.ok()) {
+      return st;
+    }
     auto released = store_->Release(req->event_id(), clock_());
-    if (!released.ok()) return released.status();
+    if (!released.ok()) {
+      return released.status();
+    }
     (*released ? metrics_.released : metrics_.release_noop).Increment();
     resp->set_released(*released);
     return absl::OkStatus();

@@ -2,11 +2,11 @@
 // service behind a loopback gRPC server, and a clock the test moves by hand.
 #pragma once
 
-#include <memory>
-#include <string>
-
 #include <gtest/gtest.h>
 #include <prometheus/registry.h>
+
+#include <memory>
+#include <string>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"

@@ -2,6 +2,8 @@
 // RecordUsage and ReserveBudget throughput over loopback gRPC, and summary
 // latency over 1,000,000 ledger rows bulk-loaded with generate_series.
 // Skipped unless AICHAT_LONG_TESTS=1 (the bulk load takes tens of seconds).
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -9,8 +11,6 @@
 #include <functional>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -63,8 +63,8 @@ TEST_F(UsageLoadTest, RecordAndReserveThroughput) {
         .ok();
   });
   Throughput("RecordUsage duplicates (outbox retries)", [&](int c, int n) {
-    return Record(Event(absl::StrCat("rec-", c, "-", n % 50), 1 + (c * 7 + n % 50) % 100, 1200,
-                        300, 100))
+    return Record(Event(absl::StrCat("rec-", c, "-", n % 50), 1 + (c * 7 + n % 50) % 100, 1200, 300,
+                        100))
         .ok();
   });
   v1::ReserveBudgetResponse r;
@@ -112,10 +112,10 @@ TEST_F(UsageLoadTest, SummariesOverAMillionRows) {
   std::printf("[usage-load] bulk load 1,000,000 rows over 1,000 users: %.1f s\n",
               absl::ToDoubleSeconds(absl::Now() - t));
   ASSERT_TRUE(pool_->Exec("ANALYZE").ok());
-  std::printf("[usage-load] rows: usage_logs %lld, usage_daily %lld, usage_daily_conversation %lld\n",
-              static_cast<long long>(Count("usage_logs")),
-              static_cast<long long>(Count("usage_daily")),
-              static_cast<long long>(Count("usage_daily_conversation")));
+  std::printf(
+      "[usage-load] rows: usage_logs %lld, usage_daily %lld, usage_daily_conversation %lld\n",
+      static_cast<long long>(Count("usage_logs")), static_cast<long long>(Count("usage_daily")),
+      static_cast<long long>(Count("usage_daily_conversation")));
 
   // Ragged edges on purpose: partial first and last days come from the ledger.
   absl::Time from = Utc(2025, 1, 1, 5, 17);
@@ -126,21 +126,21 @@ TEST_F(UsageLoadTest, SummariesOverAMillionRows) {
     v1::OrderBy order;
     int limit;
   };
-  for (const Case& c : {Case{"DAY, 1 user, 1M rows", v1::GROUP_BY_DAY, v1::ORDER_BY_UNSPECIFIED, 0},
-                        Case{"MODEL, 1 user, 1M rows", v1::GROUP_BY_MODEL, v1::ORDER_BY_COST_DESC, 0},
-                        Case{"CONVERSATION, 1 user, top 100 by cost", v1::GROUP_BY_CONVERSATION,
-                             v1::ORDER_BY_COST_DESC, 100},
-                        Case{"USER (admin), 2M rows, top 10 by cost", v1::GROUP_BY_USER,
-                             v1::ORDER_BY_COST_DESC, 10}}) {
+  for (const Case& c :
+       {Case{"DAY, 1 user, 1M rows", v1::GROUP_BY_DAY, v1::ORDER_BY_UNSPECIFIED, 0},
+        Case{"MODEL, 1 user, 1M rows", v1::GROUP_BY_MODEL, v1::ORDER_BY_COST_DESC, 0},
+        Case{"CONVERSATION, 1 user, top 100 by cost", v1::GROUP_BY_CONVERSATION,
+             v1::ORDER_BY_COST_DESC, 100},
+        Case{"USER (admin), 2M rows, top 10 by cost", v1::GROUP_BY_USER, v1::ORDER_BY_COST_DESC,
+             10}}) {
     std::vector<double> ms;
     v1::GetUsageSummaryResponse s;
     for (int run = 0; run < 7; ++run) {
       s.Clear();
       absl::Time start = absl::Now();
-      auto st = c.group == v1::GROUP_BY_USER ? Summary(AdminToken(), c.group, from, to, &s, {},
-                                                       c.order, c.limit)
-                                             : Summary(UserToken(42), c.group, from, to, &s, {},
-                                                       c.order, c.limit);
+      auto st = c.group == v1::GROUP_BY_USER
+                    ? Summary(AdminToken(), c.group, from, to, &s, {}, c.order, c.limit)
+                    : Summary(UserToken(42), c.group, from, to, &s, {}, c.order, c.limit);
       ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - start));
       ASSERT_TRUE(st.ok()) << st.error_message();
     }
@@ -148,20 +148,23 @@ TEST_F(UsageLoadTest, SummariesOverAMillionRows) {
     // The same totals straight from the ledger, and how long that scan takes.
     absl::Time start = absl::Now();
     auto raw = c.group == v1::GROUP_BY_USER
-                   ? pool_->Exec("SELECT count(*), sum(cost_nanos)::bigint FROM usage_logs "
-                                 "WHERE occurred_at >= $1 AND occurred_at < $2",
-                                 {from, to})
-                   : pool_->Exec("SELECT count(*), sum(cost_nanos)::bigint FROM usage_logs "
-                                 "WHERE user_id = 42 AND occurred_at >= $1 AND occurred_at < $2",
-                                 {from, to});
+                   ? pool_->Exec(
+                         "SELECT count(*), sum(cost_nanos)::bigint FROM usage_logs "
+                         "WHERE occurred_at >= $1 AND occurred_at < $2",
+                         {from, to})
+                   : pool_->Exec(
+                         "SELECT count(*), sum(cost_nanos)::bigint FROM usage_logs "
+                         "WHERE user_id = 42 AND occurred_at >= $1 AND occurred_at < $2",
+                         {from, to});
     double raw_ms = absl::ToDoubleMilliseconds(absl::Now() - start);
     ASSERT_TRUE(raw.ok());
     EXPECT_EQ(s.totals().requests(), raw->Int(0, 0));
     EXPECT_EQ(s.totals().cost_nanos(), raw->Int(0, 1));
-    std::printf("[usage-load] GetUsageSummary %-40s median %7.1f ms, min %7.1f ms, max %7.1f ms "
-                "(%d rows, %lld requests; raw ledger scan for the totals alone: %.0f ms)\n",
-                c.name, ms[ms.size() / 2], ms.front(), ms.back(), s.rows_size(),
-                static_cast<long long>(s.totals().requests()), raw_ms);
+    std::printf(
+        "[usage-load] GetUsageSummary %-40s median %7.1f ms, min %7.1f ms, max %7.1f ms "
+        "(%d rows, %lld requests; raw ledger scan for the totals alone: %.0f ms)\n",
+        c.name, ms[ms.size() / 2], ms.front(), ms.back(), s.rows_size(),
+        static_cast<long long>(s.totals().requests()), raw_ms);
   }
   // Budget check at this size: the month's spend comes from the rollup.
   clock_.Set(Utc(2025, 3, 31, 20));

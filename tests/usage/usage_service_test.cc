@@ -1,12 +1,12 @@
 // UsageService over real gRPC (loopback, in-process server) and a real PostgreSQL
 // database, with a hand-driven clock: ledger idempotency, exact summaries,
 // budgets, reservations and the rate limit under concurrency.
+#include <gtest/gtest.h>
+
 #include <map>
 #include <random>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
 #include "tests/usage/usage_fixture.h"
@@ -140,8 +140,7 @@ TEST_F(UsageTest, OnlyServicesRecordReserveAndRelease) {
     EXPECT_EQ(Record(Event("x", 7, 1, 1), nullptr, &token).error_code(),
               grpc::StatusCode::PERMISSION_DENIED);
     v1::ReserveBudgetResponse r;
-    EXPECT_EQ(Reserve(7, "x", 1, 0, &r, &token).error_code(),
-              grpc::StatusCode::PERMISSION_DENIED);
+    EXPECT_EQ(Reserve(7, "x", 1, 0, &r, &token).error_code(), grpc::StatusCode::PERMISSION_DENIED);
     EXPECT_EQ(Release("x", nullptr, &token).error_code(), grpc::StatusCode::PERMISSION_DENIED);
   }
   grpc::ClientContext ctx;
@@ -171,8 +170,8 @@ TEST_F(UsageTest, TotalsEqualAHandComputedLedgerToTheNano) {
   ASSERT_EQ(d.cost_nanos(), 75000000);
   for (const auto& e : {a, b, c, d}) ASSERT_TRUE(Record(e).ok());
   v1::GetUsageSummaryResponse s;
-  ASSERT_TRUE(Summary(UserToken(7), v1::GROUP_BY_MODEL, Utc(2025, 3, 15), Utc(2025, 3, 16), &s)
-                  .ok());
+  ASSERT_TRUE(
+      Summary(UserToken(7), v1::GROUP_BY_MODEL, Utc(2025, 3, 15), Utc(2025, 3, 16), &s).ok());
   ASSERT_EQ(s.rows_size(), 2);
   EXPECT_EQ(s.rows(0).key(), "gpt-4o");
   EXPECT_EQ(s.rows(0).requests(), 2);
@@ -198,12 +197,12 @@ TEST_F(UsageTest, DailyModelConversationAndUserSummariesMatchExactly) {
     int64_t user = 1 + static_cast<int64_t>(rng() % 3);
     int day = 12 + static_cast<int>(rng() % 4);  // March 12..15; the clock is 15th noon
     int hour = static_cast<int>(rng() % (day == 15 ? 12 : 24));
-    absl::Time at = Utc(2025, 3, day, hour, static_cast<int>(rng() % 60),
-                        static_cast<int>(rng() % 60));
+    absl::Time at =
+        Utc(2025, 3, day, hour, static_cast<int>(rng() % 60), static_cast<int>(rng() % 60));
     int64_t prompt = static_cast<int64_t>(rng() % 200000);
     int64_t cached = prompt == 0 ? 0 : static_cast<int64_t>(rng() % (prompt + 1));
-    auto e = Event(absl::StrCat("ev-", i), user, prompt, static_cast<int64_t>(rng() % 8000),
-                   cached, models[rng() % models.size()], 1 + static_cast<int64_t>(rng() % 5), at);
+    auto e = Event(absl::StrCat("ev-", i), user, prompt, static_cast<int64_t>(rng() % 8000), cached,
+                   models[rng() % models.size()], 1 + static_cast<int64_t>(rng() % 5), at);
     // Odd prices so that rounding happens on most events.
     Prices p{static_cast<int64_t>(rng() % 3000000), static_cast<int64_t>(rng() % 1000000),
              static_cast<int64_t>(rng() % 12000000)};
@@ -226,14 +225,17 @@ TEST_F(UsageTest, DailyModelConversationAndUserSummariesMatchExactly) {
     switch (g) {
       case v1::GROUP_BY_DAY:
         return absl::FormatTime("%Y-%m-%d", FromProto(e.occurred_at()), absl::UTCTimeZone());
-      case v1::GROUP_BY_MODEL: return e.model();
-      case v1::GROUP_BY_CONVERSATION: return absl::StrCat(e.conversation_id());
-      default: return absl::StrCat(e.user_id());
+      case v1::GROUP_BY_MODEL:
+        return e.model();
+      case v1::GROUP_BY_CONVERSATION:
+        return absl::StrCat(e.conversation_id());
+      default:
+        return absl::StrCat(e.user_id());
     }
   };
   for (const auto& range : ranges) {
-    for (auto group : {v1::GROUP_BY_DAY, v1::GROUP_BY_MODEL, v1::GROUP_BY_CONVERSATION,
-                       v1::GROUP_BY_USER}) {
+    for (auto group :
+         {v1::GROUP_BY_DAY, v1::GROUP_BY_MODEL, v1::GROUP_BY_CONVERSATION, v1::GROUP_BY_USER}) {
       const int64_t user = 2;
       std::map<std::string, Totals> want;
       Totals want_total;
@@ -284,18 +286,18 @@ TEST_F(UsageTest, AdminSeesTopUsersByCostAndTokens) {
                       v1::ORDER_BY_REQUESTS_DESC, 1)
                   .ok());
   EXPECT_EQ(s.rows(0).key(), "2");
-  EXPECT_EQ(Summary(UserToken(1), v1::GROUP_BY_USER, Utc(2025, 3, 1), Utc(2025, 4, 1), &s)
-                .error_code(),
-            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(
+      Summary(UserToken(1), v1::GROUP_BY_USER, Utc(2025, 3, 1), Utc(2025, 4, 1), &s).error_code(),
+      grpc::StatusCode::PERMISSION_DENIED);
 }
 
 TEST_F(UsageTest, UsersSeeOnlyTheirOwnUsage) {
   ASSERT_TRUE(Record(Event("mine", 7, 10, 10)).ok());
   ASSERT_TRUE(Record(Event("theirs", 8, 10, 10)).ok());
   v1::GetUsageSummaryResponse s;
-  EXPECT_EQ(Summary(UserToken(7), v1::GROUP_BY_DAY, Utc(2025, 3, 1), Utc(2025, 4, 1), &s, 8)
-                .error_code(),
-            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(
+      Summary(UserToken(7), v1::GROUP_BY_DAY, Utc(2025, 3, 1), Utc(2025, 4, 1), &s, 8).error_code(),
+      grpc::StatusCode::PERMISSION_DENIED);
   ASSERT_TRUE(
       Summary(UserToken(7), v1::GROUP_BY_DAY, Utc(2025, 3, 1), Utc(2025, 4, 1), &s, 7).ok());
   EXPECT_EQ(s.totals().requests(), 1);
@@ -361,9 +363,9 @@ TEST_F(UsageTest, SummaryRejectsBadRanges) {
 
 TEST_F(UsageTest, ListUsagePagesNewestFirstWithinRange) {
   for (int i = 0; i < 7; ++i) {
-    ASSERT_TRUE(Record(Event(absl::StrCat("e", i), 7, 10 + i, 1, 0, "gpt-4o-mini", 1,
-                             Utc(2025, 3, 5 + i)))
-                    .ok());
+    ASSERT_TRUE(
+        Record(Event(absl::StrCat("e", i), 7, 10 + i, 1, 0, "gpt-4o-mini", 1, Utc(2025, 3, 5 + i)))
+            .ok());
   }
   ASSERT_TRUE(Record(Event("other", 8, 1, 1)).ok());
   std::vector<int64_t> seen;
@@ -593,8 +595,9 @@ TEST_F(UsageTest, BudgetResetsAtTheMonthBoundary) {
   EXPECT_EQ(FromProto(b.period_start()), Utc(2025, 4, 1));
   EXPECT_EQ(FromProto(b.resets_at()), Utc(2025, 5, 1));
   // A late event that occurred in March counts for March, not April.
-  ASSERT_TRUE(Record(Event("march-late", 7, 10, 10, 0, "gpt-4o-mini", 1, Utc(2025, 3, 31, 23, 59, 59)))
-                  .ok());
+  ASSERT_TRUE(
+      Record(Event("march-late", 7, 10, 10, 0, "gpt-4o-mini", 1, Utc(2025, 3, 31, 23, 59, 59)))
+          .ok());
   EXPECT_EQ(GetBudget(7).spent_nanos(), 0);
 }
 
