@@ -26,6 +26,17 @@ absl::Status CheckPositive(const char* field, int64_t v) {
 
 }  // namespace
 
+absl::StatusOr<absl::Time> TimeFromProto(const google::protobuf::Timestamp& ts, const char* field) {
+  // google.protobuf.Timestamp's documented range: 0001-01-01 to 9999-12-31.
+  constexpr int64_t kMinSeconds = -62135596800;
+  constexpr int64_t kMaxSeconds = 253402300799;
+  if (ts.seconds() < kMinSeconds || ts.seconds() > kMaxSeconds || ts.nanos() < 0 ||
+      ts.nanos() > 999999999) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " is not a valid timestamp"));
+  }
+  return FromProto(ts);
+}
+
 absl::Status CheckEventId(const std::string& event_id, const char* field) {
   return CheckText(field, event_id, kMaxEventIdBytes, /*required=*/true);
 }
@@ -106,7 +117,11 @@ absl::StatusOr<UsageEventRecord> EventFromProto(const v1::UsageEvent& p, absl::T
   if (!p.has_occurred_at()) {
     return absl::InvalidArgumentError("event.occurred_at is required");
   }
-  e.occurred_at = FromProto(p.occurred_at());
+  auto occurred_at = TimeFromProto(p.occurred_at(), "event.occurred_at");
+  if (!occurred_at.ok()) {
+    return occurred_at.status();
+  }
+  e.occurred_at = *occurred_at;
   if (e.occurred_at < kEpochFloor || e.occurred_at > now + kMaxFutureSkew) {
     return absl::InvalidArgumentError(
         "event.occurred_at must be after 2000-01-01 and not in the future");

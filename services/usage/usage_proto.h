@@ -20,6 +20,9 @@ inline constexpr absl::Duration kMaxFutureSkew = absl::Minutes(5);
 // Checks every field (cost_nanos must equal CostNanos over the event's own tokens
 // and prices) and converts.
 absl::StatusOr<UsageEventRecord> EventFromProto(const v1::UsageEvent& p, absl::Time now);
+// INVALID_ARGUMENT naming `field` unless `ts` is a valid Timestamp (years 1 to 9999).
+absl::StatusOr<absl::Time> TimeFromProto(const google::protobuf::Timestamp& ts, const char* field);
+
 void EventToProto(const UsageEventRecord& e, v1::UsageEvent* out);
 
 absl::Status CheckEventId(const std::string& event_id, const char* field);

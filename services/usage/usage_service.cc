@@ -164,8 +164,16 @@ grpc::ServerUnaryReactor* UsageServiceImpl::GetUsageSummary(grpc::CallbackServer
     if (!req->has_to()) {
       return absl::InvalidArgumentError("to is required");
     }
-    q.from = FromProto(req->from());
-    q.to = FromProto(req->to());
+    auto from = TimeFromProto(req->from(), "from");
+    if (!from.ok()) {
+      return from.status();
+    }
+    auto to = TimeFromProto(req->to(), "to");
+    if (!to.ok()) {
+      return to.status();
+    }
+    q.from = *from;
+    q.to = *to;
     if (q.from > q.to) {
       return absl::InvalidArgumentError("from must not be after to");
     }
@@ -200,10 +208,18 @@ grpc::ServerUnaryReactor* UsageServiceImpl::ListUsage(grpc::CallbackServerContex
     ListQuery q;
     q.user_id = *subject;
     if (req->has_from()) {
-      q.from = FromProto(req->from());
+      auto from = TimeFromProto(req->from(), "from");
+      if (!from.ok()) {
+        return from.status();
+      }
+      q.from = *from;
     }
     if (req->has_to()) {
-      q.to = FromProto(req->to());
+      auto to = TimeFromProto(req->to(), "to");
+      if (!to.ok()) {
+        return to.status();
+      }
+      q.to = *to;
     }
     if (q.from && q.to && *q.from > *q.to) {
       return absl::InvalidArgumentError("from must not be after to");

@@ -352,6 +352,17 @@ TEST_F(UsageTest, SummaryRejectsBadRanges) {
   st = stub_->GetUsageSummary(&ctx, req, &s);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(st.error_message().find("from"), std::string::npos);
+  grpc::ClientContext ctx_bad_time;
+  Authorize(ctx_bad_time, UserToken(7));
+  req.mutable_from()->set_seconds(int64_t{1} << 50);
+  st = stub_->GetUsageSummary(&ctx_bad_time, req, &s);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("from is not a valid timestamp"), std::string::npos);
+  // The widest valid range works.
+  v1::GetUsageSummaryResponse wide;
+  EXPECT_TRUE(Summary(UserToken(7), v1::GROUP_BY_DAY, absl::FromUnixSeconds(-62135596800),
+                      absl::FromUnixSeconds(253402300799), &wide)
+                  .ok());
   grpc::ClientContext ctx2;
   Authorize(ctx2, UserToken(7));
   req.clear_to();
