@@ -24,12 +24,24 @@ const char* PromptStatusName(PromptStatus s) {
 }
 
 PromptStatus ParsePromptStatus(std::string_view s) {
-  if (s == "PENDING") return PromptStatus::kPending;
-  if (s == "STREAMING") return PromptStatus::kStreaming;
-  if (s == "COMPLETED") return PromptStatus::kCompleted;
-  if (s == "CANCELLED") return PromptStatus::kCancelled;
-  if (s == "RATE_LIMITED") return PromptStatus::kRateLimited;
-  if (s == "BUDGET_EXCEEDED") return PromptStatus::kBudgetExceeded;
+  if (s == "PENDING") {
+    return PromptStatus::kPending;
+  }
+  if (s == "STREAMING") {
+    return PromptStatus::kStreaming;
+  }
+  if (s == "COMPLETED") {
+    return PromptStatus::kCompleted;
+  }
+  if (s == "CANCELLED") {
+    return PromptStatus::kCancelled;
+  }
+  if (s == "RATE_LIMITED") {
+    return PromptStatus::kRateLimited;
+  }
+  if (s == "BUDGET_EXCEEDED") {
+    return PromptStatus::kBudgetExceeded;
+  }
   // The column's CHECK admits nothing else; an unknown name is treated as the
   // safe terminal state rather than as an open turn.
   return PromptStatus::kFailed;

@@ -1,12 +1,12 @@
 #include "services/ai-agent/outbox_publisher.h"
 
-#include <algorithm>
-#include <vector>
-
 #include <grpcpp/client_context.h>
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
+
+#include <algorithm>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
@@ -75,7 +75,9 @@ OutboxPublisher::~OutboxPublisher() { Stop(absl::ZeroDuration()); }
 
 void OutboxPublisher::Start() {
   absl::MutexLock lock(&mu_);
-  if (thread_.joinable() || stopping_) return;
+  if (thread_.joinable() || stopping_) {
+    return;
+  }
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -89,11 +91,15 @@ void OutboxPublisher::Stop(absl::Duration grace) {
   std::thread thread;
   {
     absl::MutexLock lock(&mu_);
-    if (stopping_) return;
+    if (stopping_) {
+      return;
+    }
     stopping_ = true;
     thread = std::move(thread_);
   }
-  if (thread.joinable()) thread.join();
+  if (thread.joinable()) {
+    thread.join();
+  }
   if (deadline - absl::Now() >= kMinFlush) {
     (void)Cycle(deadline);
   }
@@ -101,7 +107,9 @@ void OutboxPublisher::Stop(absl::Duration grace) {
 
 absl::StatusOr<int> OutboxPublisher::PublishOnce() {
   auto outcome = Cycle(absl::InfiniteFuture());
-  if (!outcome.ok()) return outcome.status();
+  if (!outcome.ok()) {
+    return outcome.status();
+  }
   return outcome->delivered;
 }
 
@@ -109,12 +117,16 @@ void OutboxPublisher::Run() {
   for (;;) {
     {
       absl::MutexLock lock(&mu_);
-      if (stopping_) return;
+      if (stopping_) {
+        return;
+      }
       wake_ = false;
     }
     auto outcome = Cycle(absl::InfiniteFuture());
     // A full batch means more is probably due: go again at once.
-    if (outcome.ok() && outcome->claimed >= options_.batch_size) continue;
+    if (outcome.ok() && outcome->claimed >= options_.batch_size) {
+      continue;
+    }
     absl::MutexLock lock(&mu_);
     auto woken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return wake_ || stopping_; };
     mu_.AwaitWithTimeout(absl::Condition(&woken), options_.idle_poll);
@@ -188,18 +200,18 @@ absl::StatusOr<OutboxPublisher::CycleOutcome> OutboxPublisher::Cycle(absl::Time 
     Count(Result::kFailed);
     if (e.attempts == 1 || e.attempts % kLogEvery == 0) {
       // Never the payload: only the id and how it failed.
-      LogWarn("outbox delivery failed",
-              {{"event_id", e.event_id},
-               {"attempts", e.attempts},
-               {"code", GrpcCodeName(call.status.error_code())}});
+      LogWarn("outbox delivery failed", {{"event_id", e.event_id},
+                                         {"attempts", e.attempts},
+                                         {"code", GrpcCodeName(call.status.error_code())}});
     }
-    absl::Status st =
-        store_->RetryOutbox(e.id, Backoff(e.attempts),
-                            absl::StrCat(GrpcCodeName(call.status.error_code()), ": ",
-                                         call.status.error_message()));
+    absl::Status st = store_->RetryOutbox(
+        e.id, Backoff(e.attempts),
+        absl::StrCat(GrpcCodeName(call.status.error_code()), ": ", call.status.error_message()));
     // When even the reschedule fails the lease still runs out, so the entry
     // comes back on its own; the error is reported to the caller.
-    if (!st.ok() && !absl::IsNotFound(st) && first_error.ok()) first_error = st;
+    if (!st.ok() && !absl::IsNotFound(st) && first_error.ok()) {
+      first_error = st;
+    }
   }
   if (absl::Status st = store_->AckOutbox(done_ids); !st.ok() && first_error.ok()) {
     // Delivered but not deleted: the lease expires, the entries are sent again
@@ -208,13 +220,17 @@ absl::StatusOr<OutboxPublisher::CycleOutcome> OutboxPublisher::Cycle(absl::Time 
   }
   outcome.delivered = static_cast<int>(done_ids.size());
   RefreshBacklog();
-  if (!first_error.ok()) return first_error;
+  if (!first_error.ok()) {
+    return first_error;
+  }
   return outcome;
 }
 
 absl::Duration OutboxPublisher::Backoff(int attempts) {
   absl::Duration d = options_.backoff_initial;
-  for (int i = 1; i < attempts && d < options_.backoff_max; ++i) d *= 2;
+  for (int i = 1; i < attempts && d < options_.backoff_max; ++i) {
+    d *= 2;
+  }
   d = std::min(d, options_.backoff_max);
   // Half fixed, half random: replicas and entries that failed together do not
   // all come back in the same instant.
@@ -223,9 +239,13 @@ absl::Duration OutboxPublisher::Backoff(int attempts) {
 }
 
 void OutboxPublisher::RefreshBacklog() {
-  if (backlog_ == nullptr) return;
+  if (backlog_ == nullptr) {
+    return;
+  }
   auto stats = store_->OutboxBacklog();
-  if (!stats.ok()) return;
+  if (!stats.ok()) {
+    return;
+  }
   backlog_->Set(static_cast<double>(stats->backlog));
   oldest_age_->Set(stats->oldest_age_seconds);
 }
@@ -234,7 +254,9 @@ void OutboxPublisher::Count(Result r) {
   prometheus::Counter* c = r == Result::kDelivered   ? delivered_
                            : r == Result::kDuplicate ? duplicate_
                                                      : failed_;
-  if (c != nullptr) c->Increment();
+  if (c != nullptr) {
+    c->Increment();
+  }
 }
 
 }  // namespace aichat::agent

@@ -14,14 +14,13 @@ namespace {
 
 // --- models ---
 
-#define AICHAT_MODEL_COLS                                                                  \
-  "name, provider_model, base_url, api_key_env, input_price_micros_per_mtok, "             \
-  "cached_input_price_micros_per_mtok, output_price_micros_per_mtok, context_window, "     \
-  "max_output_tokens, default_temperature, enabled, is_default, use_max_tokens_param, "    \
+#define AICHAT_MODEL_COLS                                                               \
+  "name, provider_model, base_url, api_key_env, input_price_micros_per_mtok, "          \
+  "cached_input_price_micros_per_mtok, output_price_micros_per_mtok, context_window, "  \
+  "max_output_tokens, default_temperature, enabled, is_default, use_max_tokens_param, " \
   "updated_at"
 
-constexpr char kListModels[] =
-    "SELECT " AICHAT_MODEL_COLS " FROM ai_model_configs ORDER BY name";
+constexpr char kListModels[] = "SELECT " AICHAT_MODEL_COLS " FROM ai_model_configs ORDER BY name";
 // Serialises default switches: two concurrent "make X the default" upserts would
 // otherwise each clear the old default and then collide on the partial unique index.
 constexpr char kLockDefault[] =
@@ -49,11 +48,11 @@ constexpr char kDeleteModel[] = "DELETE FROM ai_model_configs WHERE name = $1 RE
 
 // --- prompts ---
 
-#define AICHAT_PROMPT_COLS                                                                   \
-  "id, user_id, conversation_id, status, COALESCE(idempotency_key, ''), event_id, model, "   \
-  "provider_model, input_price_micros_per_mtok, cached_input_price_micros_per_mtok, "        \
-  "output_price_micros_per_mtok, context_window, max_output_tokens, user_message_id, "       \
-  "response_message_id, replaces_message_id, prompt_tokens, completion_tokens, "             \
+#define AICHAT_PROMPT_COLS                                                                  \
+  "id, user_id, conversation_id, status, COALESCE(idempotency_key, ''), event_id, model, "  \
+  "provider_model, input_price_micros_per_mtok, cached_input_price_micros_per_mtok, "       \
+  "output_price_micros_per_mtok, context_window, max_output_tokens, user_message_id, "      \
+  "response_message_id, replaces_message_id, prompt_tokens, completion_tokens, "            \
   "cached_tokens, estimated, cost_nanos, finish_reason, error, response_text, latency_ms, " \
   "ttft_ms, created_at, completed_at"
 
@@ -69,10 +68,12 @@ constexpr char kPromptByKey[] =
 constexpr char kPromptById[] =
     "SELECT " AICHAT_PROMPT_COLS " FROM ai_prompts WHERE id = $1 AND user_id = $2";
 constexpr char kListPrompts[] =
-    "SELECT " AICHAT_PROMPT_COLS " FROM ai_prompts "
+    "SELECT " AICHAT_PROMPT_COLS
+    " FROM ai_prompts "
     "WHERE user_id = $1 AND ($2::bigint <= 0 OR id < $2) ORDER BY id DESC LIMIT $3";
 constexpr char kListConversationPrompts[] =
-    "SELECT " AICHAT_PROMPT_COLS " FROM ai_prompts "
+    "SELECT " AICHAT_PROMPT_COLS
+    " FROM ai_prompts "
     "WHERE user_id = $1 AND conversation_id = $4 AND ($2::bigint <= 0 OR id < $2) "
     "ORDER BY id DESC LIMIT $3";
 constexpr char kPromptExists[] = "SELECT 1 FROM ai_prompts WHERE id = $1";
@@ -171,13 +172,19 @@ PromptRecord ReadPrompt(const PgResult& r, int row) {
   p.latency_ms = r.Int(row, 24);
   p.ttft_ms = r.Int(row, 25);
   p.created_at = r.Time(row, 26);
-  if (!r.IsNull(row, 27)) p.completed_at = r.Time(row, 27);
+  if (!r.IsNull(row, 27)) {
+    p.completed_at = r.Time(row, 27);
+  }
   return p;
 }
 
 absl::StatusOr<PromptRecord> OnePrompt(absl::StatusOr<PgResult> r) {
-  if (!r.ok()) return r.status();
-  if (r->rows() == 0) return absl::NotFoundError("prompt not found");
+  if (!r.ok()) {
+    return r.status();
+  }
+  if (r->rows() == 0) {
+    return absl::NotFoundError("prompt not found");
+  }
   return ReadPrompt(*r, 0);
 }
 
@@ -187,20 +194,40 @@ std::string Micros(absl::Duration d) {
 
 // Provider error texts can be long; cut on a UTF-8 boundary so PostgreSQL accepts it.
 std::string Truncated(const std::string& s) {
-  if (s.size() <= kMaxErrorChars) return s;
+  if (s.size() <= kMaxErrorChars) {
+    return s;
+  }
   size_t n = kMaxErrorChars;
-  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) {
+    --n;
+  }
   return s.substr(0, n);
+}
+
+// NOT_FOUND when no prompt has this id, else `otherwise`.
+absl::Status MissingOr(PgConn& conn, int64_t prompt_id, absl::Status otherwise) {
+  auto r = conn.Exec(kPromptExists, {prompt_id});
+  if (!r.ok()) {
+    return r.status();
+  }
+  if (r->rows() == 0) {
+    return absl::NotFoundError("prompt not found");
+  }
+  return otherwise;
 }
 
 }  // namespace
 
 absl::StatusOr<std::vector<ModelRecord>> PgAgentStore::ListModels() {
   auto r = pool_->Exec(kListModels);
-  if (!r.ok()) return r.status();
+  if (!r.ok()) {
+    return r.status();
+  }
   std::vector<ModelRecord> out;
   out.reserve(r->rows());
-  for (int i = 0; i < r->rows(); ++i) out.push_back(ReadModel(*r, i));
+  for (int i = 0; i < r->rows(); ++i) {
+    out.push_back(ReadModel(*r, i));
+  }
   return out;
 }
 
@@ -208,37 +235,49 @@ absl::StatusOr<ModelRecord> PgAgentStore::UpsertModel(const ModelRecord& m) {
   ModelRecord saved;
   absl::Status st = pool_->Transaction([&](PgConn& conn) -> absl::Status {
     if (m.is_default) {
-      if (auto r = conn.Exec(kLockDefault); !r.ok()) return r.status();
-      if (auto r = conn.Exec(kClearDefault, {m.name}); !r.ok()) return r.status();
+      if (auto r = conn.Exec(kLockDefault); !r.ok()) {
+        return r.status();
+      }
+      if (auto r = conn.Exec(kClearDefault, {m.name}); !r.ok()) {
+        return r.status();
+      }
     }
-    auto r = conn.Exec(kUpsertModel,
-                       {m.name, m.provider_model, m.base_url, m.api_key_env,
-                        m.prices.input_micros_per_mtok, m.prices.cached_input_micros_per_mtok,
-                        m.prices.output_micros_per_mtok, m.context_window, m.max_output_tokens,
-                        absl::StrFormat("%.17g", m.default_temperature), m.enabled,
-                        m.is_default, m.use_max_tokens_param});
-    if (!r.ok()) return r.status();
+    auto r = conn.Exec(
+        kUpsertModel,
+        {m.name, m.provider_model, m.base_url, m.api_key_env, m.prices.input_micros_per_mtok,
+         m.prices.cached_input_micros_per_mtok, m.prices.output_micros_per_mtok, m.context_window,
+         m.max_output_tokens, absl::StrFormat("%.17g", m.default_temperature), m.enabled,
+         m.is_default, m.use_max_tokens_param});
+    if (!r.ok()) {
+      return r.status();
+    }
     saved = ReadModel(*r, 0);
     return absl::OkStatus();
   });
-  if (!st.ok()) return st;
+  if (!st.ok()) {
+    return st;
+  }
   return saved;
 }
 
 absl::Status PgAgentStore::DeleteModel(const std::string& name) {
   auto r = pool_->Exec(kDeleteModel, {name});
-  if (!r.ok()) return r.status();
-  if (r->rows() == 0) return absl::NotFoundError("model not found");
+  if (!r.ok()) {
+    return r.status();
+  }
+  if (r->rows() == 0) {
+    return absl::NotFoundError("model not found");
+  }
   return absl::OkStatus();
 }
 
 absl::StatusOr<PromptRecord> PgAgentStore::InsertPrompt(const NewPrompt& p) {
-  auto r = pool_->Exec(kInsertPrompt,
-                       {p.user_id, p.conversation_id, p.idempotency_key, p.event_id, p.model,
-                        p.provider_model, p.prices.input_micros_per_mtok,
-                        p.prices.cached_input_micros_per_mtok, p.prices.output_micros_per_mtok,
-                        p.context_window, p.max_output_tokens, p.user_message_id,
-                        p.replaces_message_id});
+  auto r =
+      pool_->Exec(kInsertPrompt, {p.user_id, p.conversation_id, p.idempotency_key, p.event_id,
+                                  p.model, p.provider_model, p.prices.input_micros_per_mtok,
+                                  p.prices.cached_input_micros_per_mtok,
+                                  p.prices.output_micros_per_mtok, p.context_window,
+                                  p.max_output_tokens, p.user_message_id, p.replaces_message_id});
   if (!r.ok()) {
     if (absl::IsAlreadyExists(r.status())) {
       if (absl::StrContains(r.status().message(), "ai_prompts_idempotency_key")) {
@@ -253,7 +292,9 @@ absl::StatusOr<PromptRecord> PgAgentStore::InsertPrompt(const NewPrompt& p) {
 
 absl::StatusOr<PromptRecord> PgAgentStore::FindByIdempotencyKey(int64_t user_id,
                                                                 const std::string& key) {
-  if (key.empty()) return absl::NotFoundError("prompt not found");
+  if (key.empty()) {
+    return absl::NotFoundError("prompt not found");
+  }
   return OnePrompt(pool_->Exec(kPromptByKey, {user_id, key}));
 }
 
@@ -263,30 +304,32 @@ absl::StatusOr<PromptRecord> PgAgentStore::GetPrompt(int64_t user_id, int64_t pr
 
 absl::StatusOr<std::vector<PromptRecord>> PgAgentStore::ListPrompts(
     int64_t user_id, std::optional<int64_t> conversation_id, int64_t before_id, int limit) {
-  auto r = conversation_id.has_value()
-               ? pool_->Exec(kListConversationPrompts,
-                             {user_id, before_id, limit, *conversation_id})
-               : pool_->Exec(kListPrompts, {user_id, before_id, limit});
-  if (!r.ok()) return r.status();
+  auto r = conversation_id.has_value() ? pool_->Exec(kListConversationPrompts,
+                                                     {user_id, before_id, limit, *conversation_id})
+                                       : pool_->Exec(kListPrompts, {user_id, before_id, limit});
+  if (!r.ok()) {
+    return r.status();
+  }
   std::vector<PromptRecord> out;
   out.reserve(r->rows());
-  for (int i = 0; i < r->rows(); ++i) out.push_back(ReadPrompt(*r, i));
+  for (int i = 0; i < r->rows(); ++i) {
+    out.push_back(ReadPrompt(*r, i));
+  }
   return out;
-}
-
-absl::Status PgAgentStore::MissingOr(PgConn& conn, int64_t prompt_id, absl::Status otherwise) {
-  auto r = conn.Exec(kPromptExists, {prompt_id});
-  if (!r.ok()) return r.status();
-  if (r->rows() == 0) return absl::NotFoundError("prompt not found");
-  return otherwise;
 }
 
 absl::Status PgAgentStore::MarkStreaming(int64_t prompt_id, int64_t user_message_id) {
   auto lease = pool_->Acquire();
-  if (!lease.ok()) return lease.status();
+  if (!lease.ok()) {
+    return lease.status();
+  }
   auto r = (*lease)->Exec(kMarkStreaming, {prompt_id, user_message_id});
-  if (!r.ok()) return r.status();
-  if (r->rows() == 1) return absl::OkStatus();
+  if (!r.ok()) {
+    return r.status();
+  }
+  if (r->rows() == 1) {
+    return absl::OkStatus();
+  }
   return MissingOr(**lease, prompt_id, absl::OkStatus());
 }
 
@@ -296,12 +339,17 @@ absl::Status PgAgentStore::MarkRefused(int64_t prompt_id, PromptStatus status,
     return absl::InvalidArgumentError("MarkRefused needs a terminal status");
   }
   auto lease = pool_->Acquire();
-  if (!lease.ok()) return lease.status();
+  if (!lease.ok()) {
+    return lease.status();
+  }
   auto r = (*lease)->Exec(kMarkRefused, {prompt_id, PromptStatusName(status), Truncated(error)});
-  if (!r.ok()) return r.status();
-  if (r->rows() == 1) return absl::OkStatus();
-  return MissingOr(**lease, prompt_id,
-                   absl::FailedPreconditionError("prompt already finished"));
+  if (!r.ok()) {
+    return r.status();
+  }
+  if (r->rows() == 1) {
+    return absl::OkStatus();
+  }
+  return MissingOr(**lease, prompt_id, absl::FailedPreconditionError("prompt already finished"));
 }
 
 absl::Status PgAgentStore::FinishPrompt(int64_t prompt_id, const PromptOutcome& o,
@@ -311,27 +359,37 @@ absl::Status PgAgentStore::FinishPrompt(int64_t prompt_id, const PromptOutcome& 
     return absl::InvalidArgumentError("FinishPrompt needs COMPLETED, FAILED or CANCELLED");
   }
   std::optional<std::string> payload;
-  if (usage_event.has_value()) payload = Base64UrlEncode(*usage_event);
+  if (usage_event.has_value()) {
+    payload = Base64UrlEncode(*usage_event);
+  }
   return pool_->Transaction([&](PgConn& conn) -> absl::Status {
-    auto r = conn.Exec(kFinishPrompt,
-                       {prompt_id, PromptStatusName(o.status), o.response_message_id,
-                        o.response_text, o.reported_model, o.prompt_tokens, o.completion_tokens,
-                        o.cached_tokens, o.estimated, o.cost_nanos, o.finish_reason,
-                        Truncated(o.error), o.latency_ms, o.ttft_ms});
-    if (!r.ok()) return r.status();
+    auto r =
+        conn.Exec(kFinishPrompt, {prompt_id, PromptStatusName(o.status), o.response_message_id,
+                                  o.response_text, o.reported_model, o.prompt_tokens,
+                                  o.completion_tokens, o.cached_tokens, o.estimated, o.cost_nanos,
+                                  o.finish_reason, Truncated(o.error), o.latency_ms, o.ttft_ms});
+    if (!r.ok()) {
+      return r.status();
+    }
     if (r->rows() == 0) {
       return MissingOr(conn, prompt_id, absl::FailedPreconditionError("prompt already finished"));
     }
-    if (!payload.has_value()) return absl::OkStatus();
+    if (!payload.has_value()) {
+      return absl::OkStatus();
+    }
     return conn.Exec(kInsertOutbox, {r->String(0, 0), *payload}).status();
   });
 }
 
 absl::StatusOr<std::vector<OutboxEntry>> PgAgentStore::ClaimOutbox(int limit,
                                                                    absl::Duration lease) {
-  if (limit <= 0) return std::vector<OutboxEntry>{};
+  if (limit <= 0) {
+    return std::vector<OutboxEntry>{};
+  }
   auto r = pool_->Exec(kClaimOutbox, {limit, Micros(lease)});
-  if (!r.ok()) return r.status();
+  if (!r.ok()) {
+    return r.status();
+  }
   std::vector<OutboxEntry> out;
   out.reserve(r->rows());
   for (int i = 0; i < r->rows(); ++i) {
@@ -351,7 +409,9 @@ absl::StatusOr<std::vector<OutboxEntry>> PgAgentStore::ClaimOutbox(int limit,
 }
 
 absl::Status PgAgentStore::AckOutbox(const std::vector<int64_t>& ids) {
-  if (ids.empty()) return absl::OkStatus();
+  if (ids.empty()) {
+    return absl::OkStatus();
+  }
   std::string array = "{";
   for (size_t i = 0; i < ids.size(); ++i) {
     absl::StrAppend(&array, i == 0 ? "" : ",", ids[i]);
@@ -360,17 +420,22 @@ absl::Status PgAgentStore::AckOutbox(const std::vector<int64_t>& ids) {
   return pool_->Exec(kAckOutbox, {array}).status();
 }
 
-absl::Status PgAgentStore::RetryOutbox(int64_t id, absl::Duration delay,
-                                       const std::string& error) {
+absl::Status PgAgentStore::RetryOutbox(int64_t id, absl::Duration delay, const std::string& error) {
   auto r = pool_->Exec(kRetryOutbox, {id, Micros(delay), Truncated(error)});
-  if (!r.ok()) return r.status();
-  if (r->rows() == 0) return absl::NotFoundError("outbox entry not found");
+  if (!r.ok()) {
+    return r.status();
+  }
+  if (r->rows() == 0) {
+    return absl::NotFoundError("outbox entry not found");
+  }
   return absl::OkStatus();
 }
 
 absl::StatusOr<AgentStore::OutboxStats> PgAgentStore::OutboxBacklog() {
   auto r = pool_->Exec(kOutboxBacklog);
-  if (!r.ok()) return r.status();
+  if (!r.ok()) {
+    return r.status();
+  }
   OutboxStats s;
   s.backlog = r->Int(0, 0);
   s.oldest_age_seconds = ParseDouble(*r, 0, 1);

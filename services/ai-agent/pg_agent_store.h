@@ -34,9 +34,6 @@ class PgAgentStore : public AgentStore {
   absl::StatusOr<OutboxStats> OutboxBacklog() override;
 
  private:
-  // NOT_FOUND when no prompt has this id, else `otherwise`.
-  absl::Status MissingOr(PgConn& conn, int64_t prompt_id, absl::Status otherwise);
-
   PgPool* pool_;
 };
 

@@ -1,7 +1,5 @@
 // PgAgentStore against a real PostgreSQL: seeded models, default switching,
 // idempotency keys under concurrency, prompt lifecycle, and the outbox leases.
-#include "services/ai-agent/pg_agent_store.h"
-
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -16,6 +14,7 @@
 #include "common/migrations.h"
 #include "common/pg.h"
 #include "services/ai-agent/migrations.h"
+#include "services/ai-agent/pg_agent_store.h"
 #include "tests/testing/postgres.h"
 
 namespace aichat::agent {
@@ -82,9 +81,13 @@ class AgentStoreTest : public ::testing::Test {
     std::vector<std::string> out;
     auto models = store_->ListModels();
     EXPECT_TRUE(models.ok()) << models.status();
-    if (!models.ok()) return out;
+    if (!models.ok()) {
+      return out;
+    }
     for (const auto& m : *models) {
-      if (m.is_default) out.push_back(m.name);
+      if (m.is_default) {
+        out.push_back(m.name);
+      }
     }
     return out;
   }
@@ -181,10 +184,14 @@ TEST_F(AgentStoreTest, ConcurrentDefaultSwitchesLeaveExactlyOneDefault) {
   std::atomic<int> failures{0};
   for (int i = 0; i < kThreads; ++i) {
     threads.emplace_back([&, i] {
-      if (!store_->UpsertModel(Model(absl::StrCat("m", i), true)).ok()) ++failures;
+      if (!store_->UpsertModel(Model(absl::StrCat("m", i), true)).ok()) {
+        ++failures;
+      }
     });
   }
-  for (auto& t : threads) t.join();
+  for (auto& t : threads) {
+    t.join();
+  }
   EXPECT_EQ(failures.load(), 0);
   EXPECT_EQ(Defaults().size(), 1u);
 }
@@ -228,17 +235,17 @@ TEST_F(AgentStoreTest, InsertPromptStoresTheSnapshotAndRejectsAReusedKey) {
   auto found = store_->FindByIdempotencyKey(7, "key-1");
   ASSERT_TRUE(found.ok()) << found.status();
   EXPECT_EQ(found->id, r->id);
-  EXPECT_EQ(store_->FindByIdempotencyKey(7, "key-2").status().code(),
-            absl::StatusCode::kNotFound);
-  EXPECT_EQ(store_->FindByIdempotencyKey(9, "key-1").status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->FindByIdempotencyKey(7, "key-2").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->FindByIdempotencyKey(9, "key-1").status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(store_->FindByIdempotencyKey(7, "").status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(AgentStoreTest, ConcurrentInsertsWithOneKeyHaveExactlyOneWinner) {
   constexpr int kThreads = 20;
   std::vector<NewPrompt> prompts;
-  for (int i = 0; i < kThreads; ++i) prompts.push_back(Prompt(5, 50, "same-key"));
+  for (int i = 0; i < kThreads; ++i) {
+    prompts.push_back(Prompt(5, 50, "same-key"));
+  }
   std::atomic<int> ok{0};
   std::atomic<int> exists{0};
   std::atomic<int> other{0};
@@ -255,7 +262,9 @@ TEST_F(AgentStoreTest, ConcurrentInsertsWithOneKeyHaveExactlyOneWinner) {
       }
     });
   }
-  for (auto& t : threads) t.join();
+  for (auto& t : threads) {
+    t.join();
+  }
   EXPECT_EQ(ok.load(), 1);
   EXPECT_EQ(exists.load(), kThreads - 1);
   EXPECT_EQ(other.load(), 0);
@@ -272,13 +281,15 @@ TEST_F(AgentStoreTest, GetPromptOnlyForItsOwner) {
 }
 
 TEST_F(AgentStoreTest, ListPromptsPagesNewestFirstAndFiltersByConversation) {
-  std::vector<int64_t> all;    // user 1, newest last
+  std::vector<int64_t> all;     // user 1, newest last
   std::vector<int64_t> conv_a;  // user 1, conversation 100
   for (int i = 0; i < 7; ++i) {
     int64_t conv = i % 2 == 0 ? 100 : 200;
     PromptRecord p = Insert(1, conv);
     all.push_back(p.id);
-    if (conv == 100) conv_a.push_back(p.id);
+    if (conv == 100) {
+      conv_a.push_back(p.id);
+    }
     Insert(2, conv);  // another user's, interleaved
   }
   std::reverse(all.begin(), all.end());
@@ -293,7 +304,9 @@ TEST_F(AgentStoreTest, ListPromptsPagesNewestFirstAndFiltersByConversation) {
       EXPECT_EQ(p.user_id, 1);
       seen.push_back(p.id);
     }
-    if (page->size() < 3) break;
+    if (page->size() < 3) {
+      break;
+    }
     before = page->back().id;
   }
   EXPECT_EQ(seen, all);
@@ -301,7 +314,9 @@ TEST_F(AgentStoreTest, ListPromptsPagesNewestFirstAndFiltersByConversation) {
   auto in_a = store_->ListPrompts(1, 100, 0, 50);
   ASSERT_TRUE(in_a.ok());
   std::vector<int64_t> ids;
-  for (const auto& p : *in_a) ids.push_back(p.id);
+  for (const auto& p : *in_a) {
+    ids.push_back(p.id);
+  }
   EXPECT_EQ(ids, conv_a);
 
   auto in_a_page2 = store_->ListPrompts(1, 100, conv_a[1], 50);
@@ -418,10 +433,9 @@ TEST_F(AgentStoreTest, FinishPromptIsAtomic) {
   PromptRecord p = Insert(1, 10);
   // An outbox row already holding this event id makes the outbox insert fail;
   // the prompt update must roll back with it.
-  ASSERT_TRUE(pool_
-                  ->Exec("INSERT INTO usage_outbox (event_id, payload) VALUES ($1, '')",
-                         {p.event_id})
-                  .ok());
+  ASSERT_TRUE(
+      pool_->Exec("INSERT INTO usage_outbox (event_id, payload) VALUES ($1, '')", {p.event_id})
+          .ok());
   PromptOutcome o;
   o.completion_tokens = 3;
   EXPECT_FALSE(store_->FinishPrompt(p.id, o, std::string("x")).ok());
@@ -446,17 +460,22 @@ TEST_F(AgentStoreTest, ConcurrentClaimersNeverShareARow) {
           ++errors;
           return;
         }
-        if (batch->empty()) return;
+        if (batch->empty()) {
+          return;
+        }
         absl::MutexLock lock(&mu);
-        for (const auto& e : *batch) claimed.insert(e.id);
+        for (const auto& e : *batch) {
+          claimed.insert(e.id);
+        }
       }
     });
   }
-  for (auto& th : threads) th.join();
+  for (auto& th : threads) {
+    th.join();
+  }
   EXPECT_EQ(errors.load(), 0);
   EXPECT_EQ(claimed.size(), static_cast<size_t>(kRows));
-  EXPECT_EQ(std::set<int64_t>(claimed.begin(), claimed.end()).size(),
-            static_cast<size_t>(kRows));
+  EXPECT_EQ(std::set<int64_t>(claimed.begin(), claimed.end()).size(), static_cast<size_t>(kRows));
 }
 
 TEST_F(AgentStoreTest, ClaimOutboxLeasesExpire) {
@@ -481,12 +500,15 @@ TEST_F(AgentStoreTest, ClaimOutboxLeasesExpire) {
   EXPECT_EQ((*again)[0].attempts, 2);
 
   // A short real lease, waited out by polling.
-  ASSERT_TRUE(pool_->Exec("INSERT INTO usage_outbox (event_id, payload) VALUES ('short', '')").ok());
+  ASSERT_TRUE(
+      pool_->Exec("INSERT INTO usage_outbox (event_id, payload) VALUES ('short', '')").ok());
   auto short_lease = store_->ClaimOutbox(10, absl::Milliseconds(50));
   ASSERT_EQ(short_lease->size(), 1u);
   absl::Time deadline = absl::Now() + absl::Seconds(10);
   std::vector<OutboxEntry> back;
-  while (back.empty() && absl::Now() < deadline) back = *store_->ClaimOutbox(10, absl::Minutes(5));
+  while (back.empty() && absl::Now() < deadline) {
+    back = *store_->ClaimOutbox(10, absl::Minutes(5));
+  }
   ASSERT_EQ(back.size(), 1u);
   EXPECT_EQ(back[0].event_id, "short");
 }

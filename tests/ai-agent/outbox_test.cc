@@ -1,16 +1,13 @@
 // OutboxPublisher against a real PostgreSQL and an in-process fake UsageService:
 // every event arrives exactly once, through usage outages, duplicates, poison
 // entries and two publishers sharing one database.
-#include "services/ai-agent/outbox_publisher.h"
-
 #include <gtest/gtest.h>
+#include <prometheus/registry.h>
 
 #include <memory>
 #include <set>
 #include <string>
 #include <vector>
-
-#include <prometheus/registry.h>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
@@ -21,6 +18,7 @@
 #include "common/pg.h"
 #include "common/server.h"
 #include "services/ai-agent/migrations.h"
+#include "services/ai-agent/outbox_publisher.h"
 #include "services/ai-agent/pg_agent_store.h"
 #include "tests/testing/helpers.h"
 #include "tests/testing/postgres.h"
@@ -85,13 +83,19 @@ class FakeUsage final : public usage_v1::UsageService::CallbackService {
 double MetricValue(prometheus::Registry& registry, const std::string& name,
                    const std::string& result = "") {
   for (const auto& family : registry.Collect()) {
-    if (family.name != name) continue;
+    if (family.name != name) {
+      continue;
+    }
     for (const auto& m : family.metric) {
       bool match = result.empty();
       for (const auto& l : m.label) {
-        if (l.name == "result" && l.value == result) match = true;
+        if (l.name == "result" && l.value == result) {
+          match = true;
+        }
       }
-      if (!match) continue;
+      if (!match) {
+        continue;
+      }
       return family.type == prometheus::MetricType::Counter ? m.counter.value : m.gauge.value;
     }
   }
@@ -117,7 +121,9 @@ class OutboxTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    if (server_) server_->Shutdown();
+    if (server_) {
+      server_->Shutdown();
+    }
   }
 
   OutboxPublisherOptions FastOptions() {
@@ -130,8 +136,8 @@ class OutboxTest : public ::testing::Test {
   std::unique_ptr<OutboxPublisher> Publisher(OutboxPublisherOptions o,
                                              prometheus::Registry* registry = nullptr,
                                              const std::string& token = "") {
-    return std::make_unique<OutboxPublisher>(store_.get(), channel_,
-                                             token.empty() ? token_ : token, o, registry);
+    return std::make_unique<OutboxPublisher>(store_.get(), channel_, token.empty() ? token_ : token,
+                                             o, registry);
   }
 
   // Runs `n` turns to completion, each committing one usage event; returns the event ids.
@@ -149,7 +155,9 @@ class OutboxTest : public ::testing::Test {
       p.max_output_tokens = 16384;
       auto prompt = store_->InsertPrompt(p);
       EXPECT_TRUE(prompt.ok()) << prompt.status();
-      if (!prompt.ok()) return ids;
+      if (!prompt.ok()) {
+        return ids;
+      }
       usage_v1::UsageEvent ev;
       ev.set_event_id(p.event_id);
       ev.set_user_id(p.user_id);
@@ -188,7 +196,9 @@ class OutboxTest : public ::testing::Test {
   bool Eventually(F done) {
     absl::Time deadline = absl::Now() + absl::Seconds(20);
     while (absl::Now() < deadline) {
-      if (done()) return true;
+      if (done()) {
+        return true;
+      }
       absl::SleepFor(absl::Milliseconds(5));  // a poll interval, not synchronisation
     }
     return done();
@@ -262,7 +272,9 @@ TEST_F(OutboxTest, UsageDownLosesNothingAndRecoveryDeliversOnce) {
 
 TEST_F(OutboxTest, DuplicateAnswersCountAsDelivered) {
   auto ids = MakeEvents(20);
-  for (int i = 0; i < 10; ++i) fake_->PreRecord(ids[i]);
+  for (int i = 0; i < 10; ++i) {
+    fake_->PreRecord(ids[i]);
+  }
   prometheus::Registry registry;
   auto publisher = Publisher(FastOptions(), &registry);
   auto n = publisher->PublishOnce();
