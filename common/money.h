@@ -18,12 +18,16 @@ struct Prices {
 // clamped to it.
 inline int64_t CostNanos(int64_t prompt_tokens, int64_t cached_tokens, int64_t completion_tokens,
                          const Prices& p) {
-  if (cached_tokens > prompt_tokens) cached_tokens = prompt_tokens;
+  if (cached_tokens > prompt_tokens) {
+    cached_tokens = prompt_tokens;
+  }
   __int128 picos = static_cast<__int128>(prompt_tokens - cached_tokens) * p.input_micros_per_mtok +
                    static_cast<__int128>(cached_tokens) * p.cached_input_micros_per_mtok +
                    static_cast<__int128>(completion_tokens) * p.output_micros_per_mtok;
   __int128 nanos = (picos + 500) / 1000;
-  if (nanos > INT64_MAX) return INT64_MAX;
+  if (nanos > INT64_MAX) {
+    return INT64_MAX;
+  }
   return static_cast<int64_t>(nanos);
 }
 

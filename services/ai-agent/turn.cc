@@ -32,19 +32,6 @@ absl::Status PeerError(const char* peer, const grpc::Status& st) {
   return s;
 }
 
-v1::PromptStatus ToProto(PromptStatus s) {
-  switch (s) {
-    case PromptStatus::kPending: return v1::PROMPT_STATUS_PENDING;
-    case PromptStatus::kStreaming: return v1::PROMPT_STATUS_STREAMING;
-    case PromptStatus::kCompleted: return v1::PROMPT_STATUS_COMPLETED;
-    case PromptStatus::kFailed: return v1::PROMPT_STATUS_FAILED;
-    case PromptStatus::kCancelled: return v1::PROMPT_STATUS_CANCELLED;
-    case PromptStatus::kRateLimited: return v1::PROMPT_STATUS_RATE_LIMITED;
-    case PromptStatus::kBudgetExceeded: return v1::PROMPT_STATUS_BUDGET_EXCEEDED;
-  }
-  return v1::PROMPT_STATUS_UNSPECIFIED;
-}
-
 const char* RoleName(cv1::MessageRole r) {
   switch (r) {
     case cv1::MESSAGE_ROLE_ASSISTANT: return "assistant";
