@@ -53,7 +53,7 @@ int Serve(const AgentConfig& cfg) {
   auto usage_channel = PeerChannel(cfg.usage_addr);
   auto conversation = conversation::v1::ConversationService::NewStub(conversation_channel);
   auto usage = usage::v1::UsageService::NewStub(usage_channel);
-  WorkerPool workers(cfg.common.workers);
+  auto workers = std::make_unique<WorkerPool>(cfg.common.workers);
 
   ServiceServer server({.name = "ai-agent",
                         .listen = cfg.common.listen,
@@ -70,7 +70,7 @@ int Serve(const AgentConfig& cfg) {
   deps.store = &store;
   deps.models = &models;
   deps.llm = llm.get();
-  deps.workers = &workers;
+  deps.workers = workers.get();
   deps.conversation = conversation.get();
   deps.usage = usage.get();
   deps.service_token = cfg.service_token;
@@ -85,6 +85,10 @@ int Serve(const AgentConfig& cfg) {
   // In-flight turns finish (or are cancelled at the end of the grace period)
   // and commit their usage events; then the outbox gets one last flush.
   server.Shutdown();
+  // Cancel any provider call still open, then let the workers finish what is
+  // queued (turn outcomes, usage events) while everything they use is alive.
+  llm.reset();
+  workers.reset();
   outbox.Stop(absl::Seconds(5));
   return 0;
 }

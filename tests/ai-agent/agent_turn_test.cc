@@ -610,3 +610,62 @@ TEST_F(AgentTurnTest, TheApiKeyNeverReachesLogsOrDatabases) {
 
 }  // namespace
 }  // namespace aichat::agent
+
+namespace aichat::agent {
+namespace {
+
+TEST_F(AgentTurnTest, PromptsAreListedNewestFirstAndOnlyForTheirOwner) {
+  int64_t a = NewConversation(1);
+  int64_t b = NewConversation(1);
+  std::vector<int64_t> ids;
+  for (int64_t conv : {a, b, a}) {
+    v1::TurnResult r;
+    ASSERT_TRUE(Send(1, conv, "listing", &r).ok());
+    ids.push_back(r.prompt_id());
+  }
+  std::vector<int64_t> seen;
+  std::string token;
+  do {
+    grpc::ClientContext ctx;
+    Authorize(ctx, UserToken(1));
+    v1::ListPromptsRequest req;
+    req.set_page_size(2);
+    req.set_page_token(token);
+    v1::ListPromptsResponse resp;
+    ASSERT_TRUE(agent_->ListPrompts(&ctx, req, &resp).ok());
+    for (const auto& p : resp.prompts()) seen.push_back(p.id());
+    token = resp.next_page_token();
+  } while (!token.empty());
+  EXPECT_EQ(seen, (std::vector<int64_t>{ids[2], ids[1], ids[0]}));
+  {
+    grpc::ClientContext ctx;
+    Authorize(ctx, UserToken(1));
+    v1::ListPromptsRequest req;
+    req.set_conversation_id(a);
+    v1::ListPromptsResponse resp;
+    ASSERT_TRUE(agent_->ListPrompts(&ctx, req, &resp).ok());
+    EXPECT_EQ(resp.prompts_size(), 2);
+  }
+  // User 2 sees none of them.
+  grpc::ClientContext ctx;
+  Authorize(ctx, UserToken(2));
+  v1::GetPromptRequest req;
+  req.set_prompt_id(ids[0]);
+  v1::Prompt p;
+  EXPECT_EQ(agent_->GetPrompt(&ctx, req, &p).error_code(), grpc::StatusCode::NOT_FOUND);
+  grpc::ClientContext lctx;
+  Authorize(lctx, UserToken(2));
+  v1::ListPromptsResponse none;
+  ASSERT_TRUE(agent_->ListPrompts(&lctx, v1::ListPromptsRequest(), &none).ok());
+  EXPECT_EQ(none.prompts_size(), 0);
+  // Without a token: UNAUTHENTICATED on every agent RPC.
+  grpc::ClientContext anon;
+  v1::TurnResult r;
+  v1::SendMessageRequest sreq;
+  sreq.set_conversation_id(a);
+  sreq.set_content("x");
+  EXPECT_EQ(agent_->SendMessage(&anon, sreq, &r).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+}
+
+}  // namespace
+}  // namespace aichat::agent
