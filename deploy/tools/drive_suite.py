@@ -1,0 +1,88 @@
+#!/usr/bin/python3
+"""Drives a running aichat suite so every metric the dashboard shows has data.
+
+    drive_suite.py PROTO_ROOT USER_ADDR CONVERSATION_ADDR AGENT_ADDR USAGE_ADDR [TURNS]
+
+Registers a fresh account, fails one login on purpose (an error series), logs in, creates
+a conversation and streams TURNS chat turns (default 2) through ai-agent, which calls
+conversation, usage and the LLM provider (the fake one in the local suite). Python stubs
+are generated into a temporary folder with Debian's protoc + grpc_python_plugin; uses
+Debian's python3-grpcio (run it with /usr/bin/python3).
+"""
+import importlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+import grpc
+
+
+def stubs(proto_root, out):
+    protos = [os.path.join("aichat", s, "v1", f"{s}.proto") for s in ("user", "conversation", "agent", "usage")]
+    subprocess.run(["protoc", f"-I{proto_root}", "-I/usr/include", f"--python_out={out}", f"--grpc_python_out={out}",
+                    "--plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin"] + protos, check=True)
+    sys.path.insert(0, out)
+    mods = {}
+    for s in ("user", "conversation", "agent", "usage"):
+        mods[s] = (importlib.import_module(f"aichat.{s}.v1.{s}_pb2"), importlib.import_module(f"aichat.{s}.v1.{s}_pb2_grpc"))
+    return mods
+
+
+def main():
+    if len(sys.argv) < 6:
+        sys.exit(__doc__)
+    proto_root, user_addr, conv_addr, agent_addr, usage_addr = sys.argv[1:6]
+    turns = int(sys.argv[6]) if len(sys.argv) > 6 else 2
+    with tempfile.TemporaryDirectory() as tmp:
+        m = stubs(proto_root, tmp)
+        upb, ugrpc = m["user"]
+        cpb, cgrpc = m["conversation"]
+        apb, agrpc = m["agent"]
+        spb, sgrpc = m["usage"]
+        user = ugrpc.UserServiceStub(grpc.insecure_channel(user_addr))
+        conv = cgrpc.ConversationServiceStub(grpc.insecure_channel(conv_addr))
+        agent = agrpc.AiAgentServiceStub(grpc.insecure_channel(agent_addr))
+        usage = sgrpc.UsageServiceStub(grpc.insecure_channel(usage_addr))
+
+        email = f"deploy-check-{uuid.uuid4().hex[:10]}@example.com"
+        password = "correct horse battery staple"
+        user.Register(upb.RegisterRequest(email=email, password=password, display_name="deploy check"), timeout=30)
+        try:
+            user.Login(upb.LoginRequest(email=email, password="wrong password!"), timeout=30)
+            sys.exit("a wrong password logged in")
+        except grpc.RpcError as e:
+            print(f"wrong password: {e.code().name} (expected)")
+        token = user.Login(upb.LoginRequest(email=email, password=password), timeout=30).access_token
+        md = [("authorization", f"Bearer {token}")]
+        user.GetMe(upb.GetMeRequest(), metadata=md, timeout=10)
+        c = conv.CreateConversation(cpb.CreateConversationRequest(title="deploy check"), metadata=md, timeout=10)
+        agent.ListModels(apb.ListModelsRequest(), metadata=md, timeout=10)
+        for i in range(turns):
+            deltas, done = 0, None
+            req = apb.SendMessageRequest(conversation_id=c.id, content=f"Say hello, turn {i + 1}.",
+                                         idempotency_key=uuid.uuid4().hex)
+            for ev in agent.StreamMessage(req, metadata=md, timeout=60):
+                kind = ev.WhichOneof("event")
+                if kind == "delta":
+                    deltas += 1
+                elif kind == "completed":
+                    done = ev.completed
+            if done is None:
+                sys.exit(f"turn {i + 1}: the stream ended without a completed event")
+            print(f"turn {i + 1}: {deltas} deltas, model {done.model}, cost {done.cost_nanos} nanos, "
+                  f"{done.usage.prompt_tokens}+{done.usage.completion_tokens} tokens")
+            if i + 1 < turns:
+                time.sleep(2)
+        conv.ListMessages(cpb.ListMessagesRequest(conversation_id=c.id), metadata=md, timeout=10)
+        try:
+            usage.GetUsageSummary(spb.GetUsageSummaryRequest(), metadata=md, timeout=10)
+        except grpc.RpcError as e:
+            print(f"usage summary: {e.code().name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
