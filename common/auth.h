@@ -3,9 +3,9 @@
 // role is `service`; from any other token it is refused.
 #pragma once
 
-#include <cstdint>
-
 #include <grpcpp/server_context.h>
+
+#include <cstdint>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"

@@ -78,8 +78,8 @@ absl::StatusOr<int64_t> Config::GetInt(const std::string& flag, int64_t min, int
   const Entry& e = Find(flag);
   int64_t v = 0;
   if (!absl::SimpleAtoi(e.value, &v) || v < min || v > max) {
-    return absl::InvalidArgumentError(absl::StrCat(e.env, " (--", e.flag, ") must be an integer in [",
-                                                   min, ", ", max, "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(e.env, " (--", e.flag, ") must be an integer in [", min, ", ", max, "]"));
   }
   return v;
 }
@@ -103,7 +103,8 @@ absl::StatusOr<bool> Config::GetBool(const std::string& flag) const {
 }
 
 std::string Config::HelpText() const {
-  std::string out = absl::StrCat(summary_, "\n\nSettings (environment variable, or --flag=value):\n");
+  std::string out =
+      absl::StrCat(summary_, "\n\nSettings (environment variable, or --flag=value):\n");
   for (const auto& e : entries_) {
     absl::StrAppend(&out, "  --", e.flag, "  [$", e.env, "]\n      ", e.help);
     if (e.secret) {
@@ -148,7 +149,8 @@ absl::StatusOr<CommonSettings> ReadCommonSettings(const Config& config) {
   }
   if (s.jwt_public_keys.empty()) {
     return absl::InvalidArgumentError(
-        "AICHAT_JWT_PUBLIC_KEYS (--jwt_public_keys) is required; `aichat-user keygen` makes a pair");
+        "AICHAT_JWT_PUBLIC_KEYS (--jwt_public_keys) is required; `aichat-user keygen` makes a "
+        "pair");
   }
   auto pool = config.GetInt("db_pool_size", 1, 1000);
   if (!pool.ok()) return pool.status();

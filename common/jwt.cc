@@ -3,7 +3,6 @@
 #include <sodium.h>
 
 #include <algorithm>
-
 #include <boost/json.hpp>
 
 #include "absl/strings/numbers.h"
@@ -45,9 +44,12 @@ bool ReadInt(const json::object& o, std::string_view key, int64_t* out) {
 
 const char* RoleName(Role role) {
   switch (role) {
-    case Role::kAdmin: return "admin";
-    case Role::kService: return "service";
-    case Role::kUser: break;
+    case Role::kAdmin:
+      return "admin";
+    case Role::kService:
+      return "service";
+    case Role::kUser:
+      break;
   }
   return "user";
 }
@@ -103,8 +105,10 @@ std::string TokenSigner::Sign(TokenClaims claims) const {
   std::string signing_input = absl::StrCat(kHeader, ".", Base64UrlEncode(json::serialize(payload)));
   unsigned char sig[crypto_sign_BYTES];
   crypto_sign_detached(sig, nullptr, reinterpret_cast<const unsigned char*>(signing_input.data()),
-                       signing_input.size(), reinterpret_cast<const unsigned char*>(secret_.data()));
-  return absl::StrCat(signing_input, ".", Base64UrlEncode({reinterpret_cast<char*>(sig), sizeof sig}));
+                       signing_input.size(),
+                       reinterpret_cast<const unsigned char*>(secret_.data()));
+  return absl::StrCat(signing_input, ".",
+                      Base64UrlEncode({reinterpret_cast<char*>(sig), sizeof sig}));
 }
 
 absl::StatusOr<TokenVerifier> TokenVerifier::Create(const std::vector<std::string>& public_keys,
@@ -148,7 +152,8 @@ absl::StatusOr<TokenClaims> TokenVerifier::Verify(std::string_view token, absl::
   bool good = false;
   for (const auto& key : keys_) {
     if (crypto_sign_verify_detached(reinterpret_cast<const unsigned char*>(sig->data()),
-                                    reinterpret_cast<const unsigned char*>(token.data()), signed_len,
+                                    reinterpret_cast<const unsigned char*>(token.data()),
+                                    signed_len,
                                     reinterpret_cast<const unsigned char*>(key.data())) == 0) {
       good = true;
       break;
@@ -168,13 +173,16 @@ absl::StatusOr<TokenClaims> TokenVerifier::Verify(std::string_view token, absl::
       !ReadInt(o, "iat", &iat) || !ReadInt(o, "exp", &exp)) {
     return Unauthenticated("missing claims");
   }
-  if (!absl::SimpleAtoi(absl::string_view(sub->as_string().data(), sub->as_string().size()), &c.user_id) || c.user_id < 0) {
+  if (!absl::SimpleAtoi(absl::string_view(sub->as_string().data(), sub->as_string().size()),
+                        &c.user_id) ||
+      c.user_id < 0) {
     return Unauthenticated("bad subject");
   }
   auto r = ParseRole(std::string_view(role->as_string()));
   if (!r.ok()) return Unauthenticated("bad role");
   c.role = *r;
-  if (ReadInt(o, "rpm", &rpm)) c.requests_per_minute = int32_t(std::clamp<int64_t>(rpm, 0, INT32_MAX));
+  if (ReadInt(o, "rpm", &rpm))
+    c.requests_per_minute = int32_t(std::clamp<int64_t>(rpm, 0, INT32_MAX));
   if (jti != nullptr && jti->is_string()) c.token_id = std::string(jti->as_string());
   c.issued_at = absl::FromUnixSeconds(iat);
   c.expires_at = absl::FromUnixSeconds(exp);

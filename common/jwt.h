@@ -15,7 +15,7 @@
 namespace aichat {
 
 enum class Role { kUser, kAdmin, kService };
-const char* RoleName(Role role);                              // "user", "admin", "service"
+const char* RoleName(Role role);  // "user", "admin", "service"
 absl::StatusOr<Role> ParseRole(std::string_view name);
 
 struct TokenClaims {

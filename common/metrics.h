@@ -3,13 +3,13 @@
 // own metrics. A server interceptor records them and writes the per-request log line.
 #pragma once
 
-#include <memory>
-#include <string>
-
 #include <grpcpp/support/server_interceptor.h>
 #include <prometheus/counter.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
+
+#include <memory>
+#include <string>
 
 namespace aichat {
 

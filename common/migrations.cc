@@ -22,8 +22,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 
 }  // namespace
 
-absl::Status ApplyMigrations(PgPool& pool, const std::vector<Migration>& migrations,
-                             int* applied) {
+absl::Status ApplyMigrations(PgPool& pool, const std::vector<Migration>& migrations, int* applied) {
   std::vector<Migration> sorted = migrations;
   std::sort(sorted.begin(), sorted.end(),
             [](const Migration& a, const Migration& b) { return a.version < b.version; });
@@ -41,7 +40,8 @@ absl::Status ApplyMigrations(PgPool& pool, const std::vector<Migration>& migrati
     for (const auto& m : sorted) {
       if (have.contains(m.version)) continue;
       if (auto s = conn.ExecScript(m.sql); !s.ok()) {
-        return absl::Status(s.code(), absl::StrCat("migration ", std::string(m.name), ": ", s.message()));
+        return absl::Status(s.code(),
+                            absl::StrCat("migration ", std::string(m.name), ": ", s.message()));
       }
       auto ins = conn.Exec("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
                            {m.version, m.name});

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <string_view>
-#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"

@@ -1,12 +1,11 @@
 #include "common/pg.h"
 
 #include <poll.h>
-
-#include <cstdlib>
-
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
+
+#include <cstdlib>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -46,8 +45,7 @@ int64_t PgResult::affected() const {
 }
 
 std::string_view PgResult::Text(int row, int col) const {
-  return {PQgetvalue(res_.get(), row, col),
-          static_cast<size_t>(PQgetlength(res_.get(), row, col))};
+  return {PQgetvalue(res_.get(), row, col), static_cast<size_t>(PQgetlength(res_.get(), row, col))};
 }
 
 int64_t PgResult::Int(int row, int col) const {
@@ -58,9 +56,7 @@ int64_t PgResult::Int(int row, int col) const {
   return v;
 }
 
-bool PgResult::Bool(int row, int col) const {
-  return !IsNull(row, col) && Text(row, col) == "t";
-}
+bool PgResult::Bool(int row, int col) const { return !IsNull(row, col) && Text(row, col) == "t"; }
 
 absl::Time PgResult::Time(int row, int col) const {
   if (IsNull(row, col)) return absl::InfinitePast();
@@ -137,8 +133,8 @@ absl::StatusOr<PgResult> PgConn::Exec(std::string_view sql, const std::vector<Pg
   for (const auto& a : args) {
     values.push_back(a.value().has_value() ? a.value()->c_str() : nullptr);
   }
-  PGresult* res = PQexecPrepared(conn_.get(), it->second.c_str(), int(values.size()),
-                                 values.data(), nullptr, nullptr, 0);
+  PGresult* res = PQexecPrepared(conn_.get(), it->second.c_str(), int(values.size()), values.data(),
+                                 nullptr, nullptr, 0);
   ExecStatusType st = res != nullptr ? PQresultStatus(res) : PGRES_FATAL_ERROR;
   if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
     return PgResult(res);
@@ -191,7 +187,8 @@ PgPool::PgPool(PgPoolOptions options) : options_(std::move(options)) {}
 PgPool::~PgPool() = default;
 
 absl::StatusOr<std::unique_ptr<PgConn>> PgPool::Connect() {
-  std::string timeout = absl::StrCat(std::max<int64_t>(1, absl::ToInt64Seconds(options_.connect_timeout)));
+  std::string timeout =
+      absl::StrCat(std::max<int64_t>(1, absl::ToInt64Seconds(options_.connect_timeout)));
   std::string opts = absl::StrCat("-c TimeZone=UTC -c DateStyle=ISO -c statement_timeout=",
                                   absl::ToInt64Milliseconds(options_.statement_timeout));
   const char* keys[] = {"dbname", "connect_timeout", "options", "application_name", nullptr};
@@ -199,7 +196,8 @@ absl::StatusOr<std::unique_ptr<PgConn>> PgPool::Connect() {
   PGconn* raw = PQconnectdbParams(keys, vals, /*expand_dbname=*/1);
   if (raw != nullptr) {
     // Server notices (e.g. "relation already exists, skipping") are not our log format.
-    PQsetNoticeProcessor(raw, [](void*, const char*) {}, nullptr);
+    PQsetNoticeProcessor(
+        raw, [](void*, const char*) {}, nullptr);
   }
   auto conn = std::make_unique<PgConn>(raw);
   if (raw == nullptr || PQstatus(raw) != CONNECTION_OK) {

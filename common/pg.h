@@ -4,6 +4,8 @@
 // ALREADY_EXISTS, serialization failure/deadlock -> ABORTED, the rest -> INTERNAL.
 #pragma once
 
+#include <libpq-fe.h>
+
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -11,8 +13,6 @@
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <libpq-fe.h>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
@@ -33,7 +33,7 @@ namespace aichat {
 // One query argument in PostgreSQL's text format; nullopt is SQL NULL.
 class PgArg {
  public:
-  PgArg(std::nullopt_t) {}  // NOLINT(google-explicit-constructor)
+  PgArg(std::nullopt_t) {}                               // NOLINT(google-explicit-constructor)
   PgArg(std::string_view v) : value_(std::string(v)) {}  // NOLINT
   PgArg(const std::string& v) : value_(v) {}             // NOLINT
   PgArg(const char* v) : value_(std::string(v)) {}       // NOLINT

@@ -1,13 +1,13 @@
 #include "common/server.h"
 
-#include <csignal>
-
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_builder.h>
 #include <prometheus/exposer.h>
 #include <prometheus/registry.h>
+
+#include <csignal>
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"

@@ -3,11 +3,11 @@
 // shutdown (NOT_SERVING first, then in-flight calls get a grace period).
 #pragma once
 
+#include <grpcpp/server.h>
+
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <grpcpp/server.h>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"

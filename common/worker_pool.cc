@@ -32,9 +32,8 @@ void WorkerPool::Run() {
     std::function<void()> task;
     {
       absl::MutexLock lock(&mu_);
-      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return !tasks_.empty() || stopping_;
-      };
+      auto ready = [this]()
+                       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !tasks_.empty() || stopping_; };
       mu_.Await(absl::Condition(&ready));
       if (tasks_.empty()) return;
       task = std::move(tasks_.front());

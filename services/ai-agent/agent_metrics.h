@@ -4,12 +4,12 @@
 // bounded: model names come from the admin-managed configuration.
 #pragma once
 
-#include <string>
-
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
+
+#include <string>
 
 namespace aichat::agent {
 

@@ -175,13 +175,20 @@ class StreamTurnReactor : public grpc::ServerWriteReactor<v1::TurnEvent>, public
 
 v1::PromptStatus ToProtoStatus(PromptStatus s) {
   switch (s) {
-    case PromptStatus::kPending: return v1::PROMPT_STATUS_PENDING;
-    case PromptStatus::kStreaming: return v1::PROMPT_STATUS_STREAMING;
-    case PromptStatus::kCompleted: return v1::PROMPT_STATUS_COMPLETED;
-    case PromptStatus::kFailed: return v1::PROMPT_STATUS_FAILED;
-    case PromptStatus::kCancelled: return v1::PROMPT_STATUS_CANCELLED;
-    case PromptStatus::kRateLimited: return v1::PROMPT_STATUS_RATE_LIMITED;
-    case PromptStatus::kBudgetExceeded: return v1::PROMPT_STATUS_BUDGET_EXCEEDED;
+    case PromptStatus::kPending:
+      return v1::PROMPT_STATUS_PENDING;
+    case PromptStatus::kStreaming:
+      return v1::PROMPT_STATUS_STREAMING;
+    case PromptStatus::kCompleted:
+      return v1::PROMPT_STATUS_COMPLETED;
+    case PromptStatus::kFailed:
+      return v1::PROMPT_STATUS_FAILED;
+    case PromptStatus::kCancelled:
+      return v1::PROMPT_STATUS_CANCELLED;
+    case PromptStatus::kRateLimited:
+      return v1::PROMPT_STATUS_RATE_LIMITED;
+    case PromptStatus::kBudgetExceeded:
+      return v1::PROMPT_STATUS_BUDGET_EXCEEDED;
   }
   return v1::PROMPT_STATUS_UNSPECIFIED;
 }
@@ -249,8 +256,8 @@ ModelRecord FromProto(const v1::ModelConfig& m) {
 }
 
 bool IsModelNameChar(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-         c == '-' || c == '_' || c == '.' || c == ':' || c == '/' || c == '@';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '_' || c == '.' || c == ':' || c == '/' || c == '@';
 }
 
 }  // namespace

@@ -1,8 +1,8 @@
 // aichat-agent: the ai-agent service — chat turns end to end, prompts, models,
 // and the usage outbox publisher.
-#include <iostream>
-
 #include <grpcpp/create_channel.h>
+
+#include <iostream>
 
 #include "common/log.h"
 #include "common/migrations.h"
@@ -100,7 +100,9 @@ int main(int argc, char** argv) {
   using namespace aichat;
   using namespace aichat::agent;
   BlockTerminationSignals();
-  Config config("aichat-agent: chat turns against OpenAI-compatible providers.\nUsage: aichat-agent [--flags]");
+  Config config(
+      "aichat-agent: chat turns against OpenAI-compatible providers.\nUsage: aichat-agent "
+      "[--flags]");
   DeclareSettings(config);
   auto parsed = config.Parse(argc, argv);
   if (!parsed.ok()) return Fail(parsed.status());

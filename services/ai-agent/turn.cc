@@ -25,8 +25,9 @@ constexpr size_t kMaxModelBytes = 100;
 // Peer failures are reported with the peer named, so operators know where to look.
 absl::Status PeerError(const char* peer, const grpc::Status& st) {
   absl::Status s = FromGrpcStatus(st);
-  if (s.code() == absl::StatusCode::kUnavailable || s.code() == absl::StatusCode::kDeadlineExceeded ||
-      s.code() == absl::StatusCode::kInternal || s.code() == absl::StatusCode::kUnknown) {
+  if (s.code() == absl::StatusCode::kUnavailable ||
+      s.code() == absl::StatusCode::kDeadlineExceeded || s.code() == absl::StatusCode::kInternal ||
+      s.code() == absl::StatusCode::kUnknown) {
     return absl::UnavailableError(absl::StrCat(peer, " service unavailable"));
   }
   return s;
@@ -34,9 +35,12 @@ absl::Status PeerError(const char* peer, const grpc::Status& st) {
 
 const char* RoleName(cv1::MessageRole r) {
   switch (r) {
-    case cv1::MESSAGE_ROLE_ASSISTANT: return "assistant";
-    case cv1::MESSAGE_ROLE_SYSTEM: return "system";
-    default: return "user";
+    case cv1::MESSAGE_ROLE_ASSISTANT:
+      return "assistant";
+    case cv1::MESSAGE_ROLE_SYSTEM:
+      return "system";
+    default:
+      return "user";
   }
 }
 
@@ -147,10 +151,10 @@ void Turn::Prepare() {
   max_output_ = model_.config.max_output_tokens;
   if (req_.max_output_tokens.has_value()) {
     if (*req_.max_output_tokens > max_output_) {
-      return Finish(absl::InvalidArgumentError(absl::StrCat(
-                        "max_output_tokens must be at most ", max_output_, " for model ",
-                        model_.config.name)),
-                    nullptr);
+      return Finish(
+          absl::InvalidArgumentError(absl::StrCat("max_output_tokens must be at most ", max_output_,
+                                                  " for model ", model_.config.name)),
+          nullptr);
     }
     max_output_ = *req_.max_output_tokens;
   }
@@ -230,20 +234,19 @@ void Turn::Claim() {
   };
   if (!req_.regenerate) {
     // The context read runs while the prompt row is written.
-    int64_t budget = int64_t{model_.config.context_window} - max_output_ -
-                     (EstimateTokens(req_.content) + 4);
+    int64_t budget =
+        int64_t{model_.config.context_window} - max_output_ - (EstimateTokens(req_.content) + 4);
     context_req_.set_conversation_id(req_.conversation_id);
     context_req_.set_max_tokens(static_cast<int32_t>(std::clamp<int64_t>(budget, 1, INT32_MAX)));
     context_ctx_ = PeerContext();
-    deps_->conversation->async()->GetContext(
-        context_ctx_.get(), &context_req_, &context_,
-        [self = shared_from_this(), arrive](grpc::Status st) {
-          {
-            absl::MutexLock lock(&self->join_mu_);
-            self->context_status_ = std::move(st);
-          }
-          arrive();
-        });
+    deps_->conversation->async()->GetContext(context_ctx_.get(), &context_req_, &context_,
+                                             [self = shared_from_this(), arrive](grpc::Status st) {
+                                               {
+                                                 absl::MutexLock lock(&self->join_mu_);
+                                                 self->context_status_ = std::move(st);
+                                               }
+                                               arrive();
+                                             });
   }
   auto claim = deps_->store->InsertPrompt(p);
   {
@@ -273,7 +276,8 @@ void Turn::AfterClaim() {
     if (!context_status.ok()) {
       return FailBeforeProvider(PeerError("conversation", context_status), PromptStatus::kFailed);
     }
-    if (!context_.system_prompt().empty()) messages_.push_back({"system", context_.system_prompt()});
+    if (!context_.system_prompt().empty())
+      messages_.push_back({"system", context_.system_prompt()});
     context_tokens_ = context_.system_prompt_tokens();
     for (const auto& m : context_.messages()) {
       messages_.push_back({RoleName(m.role()), m.content()});
@@ -345,8 +349,8 @@ void Turn::AfterReservation() {
 
 void Turn::StartProvider() {
   CompletionRequest r;
-  r.base_url = model_.config.base_url.empty() ? deps_->options.default_base_url
-                                              : model_.config.base_url;
+  r.base_url =
+      model_.config.base_url.empty() ? deps_->options.default_base_url : model_.config.base_url;
   const std::string& key_env =
       model_.config.api_key_env.empty() ? std::string("OPENAI_API_KEY") : model_.config.api_key_env;
   if (deps_->options.api_key) {
@@ -358,12 +362,12 @@ void Turn::StartProvider() {
   r.messages = messages_;
   r.max_output_tokens = max_output_;
   r.use_max_tokens_param = model_.config.use_max_tokens_param;
-  r.temperature = req_.temperature.has_value() ? *req_.temperature
-                                               : model_.config.default_temperature;
+  r.temperature =
+      req_.temperature.has_value() ? *req_.temperature : model_.config.default_temperature;
   r.stream = true;
   // Leave a moment before the caller's deadline to save what arrived.
-  r.deadline = std::min(req_.deadline - absl::Milliseconds(100),
-                        started_at_ + deps_->options.total_timeout);
+  r.deadline =
+      std::min(req_.deadline - absl::Milliseconds(100), started_at_ + deps_->options.total_timeout);
   r.stall_timeout = deps_->options.stall_timeout;
   r.retry = deps_->options.retry;
   provider_started_ = absl::Now();
@@ -406,8 +410,9 @@ void Turn::OnProviderDone(LlmOutcome outcome) {
                         (client_cancelled && outcome.http_status == 200);
 
   PromptOutcome po;
-  po.status = ok ? PromptStatus::kCompleted
-                 : client_cancelled ? PromptStatus::kCancelled : PromptStatus::kFailed;
+  po.status = ok                 ? PromptStatus::kCompleted
+              : client_cancelled ? PromptStatus::kCancelled
+                                 : PromptStatus::kFailed;
   po.response_text = outcome.content;
   po.reported_model = outcome.provider_model;
   po.finish_reason = outcome.finish_reason;
@@ -417,14 +422,15 @@ void Turn::OnProviderDone(LlmOutcome outcome) {
     po.completion_tokens = outcome.usage.completion_tokens;
     po.cached_tokens = std::min(outcome.usage.cached_tokens, outcome.usage.prompt_tokens);
     po.estimated = outcome.usage.estimated;
-    po.cost_nanos = CostNanos(po.prompt_tokens, po.cached_tokens, po.completion_tokens,
-                              model_.prices);
+    po.cost_nanos =
+        CostNanos(po.prompt_tokens, po.cached_tokens, po.completion_tokens, model_.prices);
   }
   po.ttft_ms = outcome.delivered_any ? absl::ToInt64Milliseconds(outcome.time_to_first_token) : 0;
 
   absl::Status client_status =
       ok ? absl::OkStatus()
-         : absl::Status(outcome.status.code(), absl::StrCat("provider: ", outcome.status.message()));
+         : absl::Status(outcome.status.code(),
+                        absl::StrCat("provider: ", outcome.status.message()));
 
   // Save the answer (or the part that arrived) in the conversation. A partial
   // answer never replaces the one a regeneration would have replaced.
@@ -453,7 +459,8 @@ void Turn::OnProviderDone(LlmOutcome outcome) {
     }
     if (!st.ok()) {
       // The text stays in the prompt row; the turn is reported as failed.
-      LogError("assistant message not saved", {{"prompt_id", prompt_id_}, {"code", GrpcCodeName(st.error_code())}});
+      LogError("assistant message not saved",
+               {{"prompt_id", prompt_id_}, {"code", GrpcCodeName(st.error_code())}});
       if (ok) {
         po.status = PromptStatus::kFailed;
         po.error = "the answer could not be saved in the conversation";
@@ -494,7 +501,8 @@ void Turn::OnProviderDone(LlmOutcome outcome) {
     absl::SleepFor(absl::Milliseconds(200 << attempt));
   }
   if (!saved.ok()) {
-    LogError("turn outcome not saved", {{"prompt_id", prompt_id_}, {"error", std::string(saved.message())}});
+    LogError("turn outcome not saved",
+             {{"prompt_id", prompt_id_}, {"error", std::string(saved.message())}});
     if (client_status.ok()) client_status = absl::UnavailableError("the answer could not be saved");
   } else if (event.has_value() && deps_->on_usage_committed) {
     deps_->on_usage_committed();
@@ -534,9 +542,9 @@ void Turn::ReturnExisting(PromptRecord existing) {
   while (!IsTerminal(existing.status)) {
     if (cancelled()) return Finish(absl::CancelledError("cancelled by the client"), nullptr);
     if (absl::Now() + absl::Milliseconds(50) > req_.deadline) {
-      return Finish(absl::DeadlineExceededError(
-                        "the turn with this idempotency_key is still running"),
-                    nullptr);
+      return Finish(
+          absl::DeadlineExceededError("the turn with this idempotency_key is still running"),
+          nullptr);
     }
     absl::SleepFor(absl::Milliseconds(50));
     auto again = deps_->store->FindByIdempotencyKey(req_.caller.user_id, req_.idempotency_key);
@@ -544,9 +552,9 @@ void Turn::ReturnExisting(PromptRecord existing) {
     existing = *std::move(again);
   }
   if (existing.conversation_id != req_.conversation_id) {
-    return Finish(absl::InvalidArgumentError(
-                      "idempotency_key was already used for another conversation"),
-                  nullptr);
+    return Finish(
+        absl::InvalidArgumentError("idempotency_key was already used for another conversation"),
+        nullptr);
   }
   switch (existing.status) {
     case PromptStatus::kCompleted: {

@@ -5,13 +5,13 @@
 // I/O thread; no thread is held for the length of a stream.
 #pragma once
 
+#include <grpcpp/support/status.h>
+
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
-
-#include <grpcpp/support/status.h>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -88,10 +88,10 @@ class Turn : public std::enable_shared_from_this<Turn> {
   Turn(TurnDeps* deps, TurnRequest request, TurnSink* sink);
 
  private:
-  void Prepare();             // worker: idempotency lookup, conversation, model
-  void Claim();               // worker: prompt row (and the context, concurrently)
-  void AfterClaim();          // worker: reservation
-  void AfterReservation();    // worker: user message, then the provider
+  void Prepare();           // worker: idempotency lookup, conversation, model
+  void Claim();             // worker: prompt row (and the context, concurrently)
+  void AfterClaim();        // worker: reservation
+  void AfterReservation();  // worker: user message, then the provider
   void StartProvider();
   void OnProviderDone(LlmOutcome outcome);  // worker
   void ReturnExisting(PromptRecord existing);

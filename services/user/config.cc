@@ -8,8 +8,7 @@ void DeclareSettings(Config& config) {
              "base64url Ed25519 seed that signs access tokens (`aichat-user keygen` makes one)",
              /*secret=*/true);
   config.Add("access_token_ttl", "AICHAT_ACCESS_TOKEN_TTL", "15m", "Lifetime of access tokens");
-  config.Add("refresh_token_ttl", "AICHAT_REFRESH_TOKEN_TTL", "720h",
-             "Lifetime of refresh tokens");
+  config.Add("refresh_token_ttl", "AICHAT_REFRESH_TOKEN_TTL", "720h", "Lifetime of refresh tokens");
   config.Add("default_requests_per_minute", "AICHAT_DEFAULT_RPM", "20",
              "Chat turns per minute for new accounts");
   config.Add("argon2_ops_limit", "AICHAT_ARGON2_OPSLIMIT", "2", "Argon2id passes (t)");

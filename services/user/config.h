@@ -13,7 +13,7 @@ struct UserConfig {
   std::string signing_key;  // base64url Ed25519 seed; secret
   UserServiceOptions service;
   PasswordHasherOptions password;
-  std::string service_name;   // mint-service-token
+  std::string service_name;  // mint-service-token
   absl::Duration service_token_ttl;
 };
 

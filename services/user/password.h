@@ -11,7 +11,7 @@
 namespace aichat::user {
 
 struct PasswordHasherOptions {
-  unsigned long long ops_limit = 2;         // crypto_pwhash_OPSLIMIT_INTERACTIVE
+  unsigned long long ops_limit = 2;           // crypto_pwhash_OPSLIMIT_INTERACTIVE
   size_t mem_limit_bytes = 64 * 1024 * 1024;  // crypto_pwhash_MEMLIMIT_INTERACTIVE
 };
 

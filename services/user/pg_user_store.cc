@@ -3,7 +3,6 @@
 namespace aichat::user {
 namespace {
 
-
 constexpr char kInsertUser[] =
     "INSERT INTO users (email, password_hash, display_name, requests_per_minute) "
     "VALUES ($1, $2, $3, $4) RETURNING id, email, password_hash, display_name, role, "

@@ -1,9 +1,9 @@
 #include "services/user/user_service.h"
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/match.h"
 #include "common/page_token.h"
 #include "common/proto_time.h"
 #include "common/unary.h"
@@ -24,9 +24,12 @@ constexpr char kBadCredentials[] = "invalid email or password";
 
 v1::Role ToProtoRole(Role r) {
   switch (r) {
-    case Role::kAdmin: return v1::ROLE_ADMIN;
-    case Role::kService: return v1::ROLE_SERVICE;
-    case Role::kUser: break;
+    case Role::kAdmin:
+      return v1::ROLE_ADMIN;
+    case Role::kService:
+      return v1::ROLE_SERVICE;
+    case Role::kUser:
+      break;
   }
   return v1::ROLE_USER;
 }
@@ -197,8 +200,8 @@ grpc::ServerUnaryReactor* UserServiceImpl::Refresh(grpc::CallbackServerContext* 
     std::string fresh = absl::StrCat(kRefreshPrefix, RandomToken(32));
     absl::Time now = absl::Now();
     absl::Time fresh_expires = now + options_.refresh_token_ttl;
-    auto user_id =
-        store_->RotateRefreshToken(Sha256Hex(req->refresh_token()), Sha256Hex(fresh), fresh_expires);
+    auto user_id = store_->RotateRefreshToken(Sha256Hex(req->refresh_token()), Sha256Hex(fresh),
+                                              fresh_expires);
     if (absl::IsNotFound(user_id.status()) || absl::IsPermissionDenied(user_id.status())) {
       return absl::UnauthenticatedError("invalid refresh token");
     }
@@ -232,8 +235,8 @@ grpc::ServerUnaryReactor* UserServiceImpl::CreateApiKey(grpc::CallbackServerCont
     if (!caller.ok()) return caller.status();
     if (auto st = CheckText("name", req->name(), kMaxKeyName, true); !st.ok()) return st;
     std::string key = absl::StrCat(kApiKeyPrefix, RandomToken(32));
-    auto rec = store_->CreateApiKey(caller->user_id, req->name(), key.substr(0, 12),
-                                    Sha256Hex(key));
+    auto rec =
+        store_->CreateApiKey(caller->user_id, req->name(), key.substr(0, 12), Sha256Hex(key));
     if (!rec.ok()) return rec.status();
     resp->set_key(key);
     ToProto(*rec, resp->mutable_api_key());
@@ -323,8 +326,12 @@ grpc::ServerUnaryReactor* UserServiceImpl::SetUserRole(grpc::CallbackServerConte
     if (req->user_id() <= 0) return absl::InvalidArgumentError("user_id must be positive");
     Role role;
     switch (req->role()) {
-      case v1::ROLE_USER: role = Role::kUser; break;
-      case v1::ROLE_ADMIN: role = Role::kAdmin; break;
+      case v1::ROLE_USER:
+        role = Role::kUser;
+        break;
+      case v1::ROLE_ADMIN:
+        role = Role::kAdmin;
+        break;
       default:
         // Service identities are minted as tokens, never granted to accounts.
         return absl::InvalidArgumentError("role must be ROLE_USER or ROLE_ADMIN");
@@ -336,8 +343,9 @@ grpc::ServerUnaryReactor* UserServiceImpl::SetUserRole(grpc::CallbackServerConte
   });
 }
 
-grpc::ServerUnaryReactor* UserServiceImpl::SetUserRateLimit(
-    grpc::CallbackServerContext* ctx, const v1::SetUserRateLimitRequest* req, v1::User* resp) {
+grpc::ServerUnaryReactor* UserServiceImpl::SetUserRateLimit(grpc::CallbackServerContext* ctx,
+                                                            const v1::SetUserRateLimitRequest* req,
+                                                            v1::User* resp) {
   return RunUnary(ctx, *pool_, [this, ctx, req, resp]() -> absl::Status {
     auto caller = auth_->Authenticate(*ctx);
     if (!caller.ok()) return caller.status();

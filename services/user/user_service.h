@@ -28,8 +28,7 @@ class UserServiceImpl final : public v1::UserService::CallbackService {
                                      const v1::RegisterRequest* req, v1::User* resp) override;
   grpc::ServerUnaryReactor* Login(grpc::CallbackServerContext* ctx, const v1::LoginRequest* req,
                                   v1::LoginResponse* resp) override;
-  grpc::ServerUnaryReactor* Refresh(grpc::CallbackServerContext* ctx,
-                                    const v1::RefreshRequest* req,
+  grpc::ServerUnaryReactor* Refresh(grpc::CallbackServerContext* ctx, const v1::RefreshRequest* req,
                                     v1::LoginResponse* resp) override;
   grpc::ServerUnaryReactor* Logout(grpc::CallbackServerContext* ctx, const v1::LogoutRequest* req,
                                    v1::LogoutResponse* resp) override;
@@ -48,8 +47,7 @@ class UserServiceImpl final : public v1::UserService::CallbackService {
                                       const v1::ListUsersRequest* req,
                                       v1::ListUsersResponse* resp) override;
   grpc::ServerUnaryReactor* SetUserRole(grpc::CallbackServerContext* ctx,
-                                        const v1::SetUserRoleRequest* req,
-                                        v1::User* resp) override;
+                                        const v1::SetUserRoleRequest* req, v1::User* resp) override;
   grpc::ServerUnaryReactor* SetUserRateLimit(grpc::CallbackServerContext* ctx,
                                              const v1::SetUserRateLimitRequest* req,
                                              v1::User* resp) override;

@@ -41,8 +41,8 @@ void AgentSuite::SetUp() {
   conv_port_ = conv_server_->port();
 
   usage_pool_ = NewDatabase(usage::Migrations());
-  usage_store_ = std::make_unique<usage::PgUsageStore>(usage_pool_.get(),
-                                                       usage::PgUsageStoreOptions{});
+  usage_store_ =
+      std::make_unique<usage::PgUsageStore>(usage_pool_.get(), usage::PgUsageStoreOptions{});
   usage_service_ = std::make_unique<usage::UsageServiceImpl>(
       usage_store_.get(), auth_.get(), workers_.get(), registry_, [] { return absl::Now(); });
   StartUsage();
@@ -108,10 +108,8 @@ void AgentSuite::StopUsage() {
 }
 
 void AgentSuite::StartUsage() {
-  usage_server_ = std::make_unique<ServiceServer>(
-      ServerOptions{.name = "usage",
-                    .listen = absl::StrCat("127.0.0.1:", usage_port_),
-                    .metrics_listen = ""});
+  usage_server_ = std::make_unique<ServiceServer>(ServerOptions{
+      .name = "usage", .listen = absl::StrCat("127.0.0.1:", usage_port_), .metrics_listen = ""});
   usage_server_->AddService(usage_service_.get());
   ASSERT_TRUE(usage_server_->Start().ok());
   usage_port_ = usage_server_->port();

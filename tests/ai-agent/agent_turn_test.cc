@@ -1,9 +1,9 @@
 // A chat turn end to end: real conversation and usage services, real databases,
 // the fake provider over TLS. Costs are checked to the nano against the fake's
 // deterministic token counts (tests/fakes/fake_llm_server.h).
-#include <boost/json.hpp>
 #include <gtest/gtest.h>
 
+#include <boost/json.hpp>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -74,8 +74,8 @@ class AgentTurnTest : public AgentSuite {
       EXPECT_TRUE(n.ok());
       if (!n.ok() || *n == 0) break;
     }
-    return Count(*usage_pool_, "SELECT COALESCE(sum(cost_nanos), 0) FROM usage_logs WHERE user_id = $1",
-                 {user});
+    return Count(*usage_pool_,
+                 "SELECT COALESCE(sum(cost_nanos), 0) FROM usage_logs WHERE user_id = $1", {user});
   }
 
   // The latest prompt row of the conversation.
@@ -141,9 +141,9 @@ TEST_F(AgentTurnTest, UnaryTurnSavesEverythingAndChargesExactly) {
   EXPECT_EQ(Count(*agent_pool_, "SELECT count(*) FROM usage_outbox"), 1);
   EXPECT_EQ(Ledger(1), cost);
   EXPECT_EQ(Count(*agent_pool_, "SELECT count(*) FROM usage_outbox"), 0);
-  EXPECT_EQ(Count(*usage_pool_, "SELECT count(*) FROM usage_logs WHERE prompt_id = $1",
-                  {r.prompt_id()}),
-            1);
+  EXPECT_EQ(
+      Count(*usage_pool_, "SELECT count(*) FROM usage_logs WHERE prompt_id = $1", {r.prompt_id()}),
+      1);
   // The reservation was settled by the event.
   grpc::ClientContext bctx;
   Authorize(bctx, UserToken(1));
@@ -330,8 +330,7 @@ struct FailureCase {
   bool charged;
 };
 
-class AgentFailureTest : public AgentTurnTest,
-                         public ::testing::WithParamInterface<FailureCase> {};
+class AgentFailureTest : public AgentTurnTest, public ::testing::WithParamInterface<FailureCase> {};
 
 TEST_P(AgentFailureTest, LeavesPromptConversationAndLedgerConsistent) {
   const FailureCase& c = GetParam();
@@ -367,17 +366,18 @@ TEST_P(AgentFailureTest, LeavesPromptConversationAndLedgerConsistent) {
 
 INSTANTIATE_TEST_SUITE_P(
     Paths, AgentFailureTest,
-    ::testing::Values(
-        FailureCase{"RateLimited", "[[fake:status=429 retry_after=0]]",
-                    grpc::StatusCode::RESOURCE_EXHAUSTED, PromptStatus::kFailed, false},
-        FailureCase{"ServerError", "[[fake:status=503]]", grpc::StatusCode::UNAVAILABLE,
-                    PromptStatus::kFailed, false},
-        FailureCase{"ContextTooLong", "[[fake:status=400 code=context_length_exceeded]]",
-                    grpc::StatusCode::INVALID_ARGUMENT, PromptStatus::kFailed, false},
-        FailureCase{"DroppedMidStream", "[[fake:drop_after=3]]", grpc::StatusCode::UNAVAILABLE,
-                    PromptStatus::kFailed, true},
-        FailureCase{"Stalled", "[[fake:stall_after=2]]", grpc::StatusCode::UNAVAILABLE,
-                    PromptStatus::kFailed, true}),
+    ::testing::Values(FailureCase{"RateLimited", "[[fake:status=429 retry_after=0]]",
+                                  grpc::StatusCode::RESOURCE_EXHAUSTED, PromptStatus::kFailed,
+                                  false},
+                      FailureCase{"ServerError", "[[fake:status=503]]",
+                                  grpc::StatusCode::UNAVAILABLE, PromptStatus::kFailed, false},
+                      FailureCase{"ContextTooLong",
+                                  "[[fake:status=400 code=context_length_exceeded]]",
+                                  grpc::StatusCode::INVALID_ARGUMENT, PromptStatus::kFailed, false},
+                      FailureCase{"DroppedMidStream", "[[fake:drop_after=3]]",
+                                  grpc::StatusCode::UNAVAILABLE, PromptStatus::kFailed, true},
+                      FailureCase{"Stalled", "[[fake:stall_after=2]]",
+                                  grpc::StatusCode::UNAVAILABLE, PromptStatus::kFailed, true}),
     [](const ::testing::TestParamInfo<FailureCase>& info) { return info.param.name; });
 
 TEST_F(AgentTurnTest, StreamCutMidAnswerEndsWithAnErrorNotOk) {
@@ -578,8 +578,9 @@ TEST_F(AgentTurnTest, ModelsAreAdminManagedAndAliasesArePricedAsTheRealModel) {
   EXPECT_EQ(r.model(), "fast");
   EXPECT_EQ(r.provider_model(), "gpt-4o-mini");
   EXPECT_EQ(r.cost_nanos(), CostNanos(9, 0, 8, kMini));
-  EXPECT_EQ(json::parse(ProviderBodies()[0]).as_object()["max_completion_tokens"].to_number<int64_t>(),
-            1000);
+  EXPECT_EQ(
+      json::parse(ProviderBodies()[0]).as_object()["max_completion_tokens"].to_number<int64_t>(),
+      1000);
 }
 
 TEST_F(AgentTurnTest, TheApiKeyNeverReachesLogsOrDatabases) {

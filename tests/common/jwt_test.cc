@@ -88,9 +88,11 @@ TEST(JwtTest, AlgNoneIsRejected) {
   Keys k;
   std::string token = k.signer.Sign(Claims(absl::Now()));
   std::vector<std::string> parts = absl::StrSplit(token, '.');
-  std::string none = absl::StrCat(Base64UrlEncode(R"({"alg":"none","typ":"JWT"})"), ".", parts[1], ".");
+  std::string none =
+      absl::StrCat(Base64UrlEncode(R"({"alg":"none","typ":"JWT"})"), ".", parts[1], ".");
   EXPECT_EQ(k.verifier.Verify(none).status().code(), absl::StatusCode::kUnauthenticated);
-  std::string none_sig = absl::StrCat(Base64UrlEncode(R"({"alg":"none"})"), ".", parts[1], ".", parts[2]);
+  std::string none_sig =
+      absl::StrCat(Base64UrlEncode(R"({"alg":"none"})"), ".", parts[1], ".", parts[2]);
   EXPECT_EQ(k.verifier.Verify(none_sig).status().code(), absl::StatusCode::kUnauthenticated);
 }
 
@@ -98,13 +100,15 @@ TEST(JwtTest, Hs256WithThePublicKeyIsRejected) {
   Keys k;
   std::string token = k.signer.Sign(Claims(absl::Now()));
   std::vector<std::string> parts = absl::StrSplit(token, '.');
-  std::string input = absl::StrCat(Base64UrlEncode(R"({"alg":"HS256","typ":"JWT"})"), ".", parts[1]);
+  std::string input =
+      absl::StrCat(Base64UrlEncode(R"({"alg":"HS256","typ":"JWT"})"), ".", parts[1]);
   std::string key = *Base64UrlDecode(k.pair.public_key);
   unsigned char mac[32];
   unsigned int len = 0;
-  HMAC(EVP_sha256(), key.data(), int(key.size()), reinterpret_cast<const unsigned char*>(input.data()),
-       input.size(), mac, &len);
-  std::string forged = absl::StrCat(input, ".", Base64UrlEncode({reinterpret_cast<char*>(mac), len}));
+  HMAC(EVP_sha256(), key.data(), int(key.size()),
+       reinterpret_cast<const unsigned char*>(input.data()), input.size(), mac, &len);
+  std::string forged =
+      absl::StrCat(input, ".", Base64UrlEncode({reinterpret_cast<char*>(mac), len}));
   auto st = k.verifier.Verify(forged).status();
   EXPECT_EQ(st.code(), absl::StatusCode::kUnauthenticated);
   EXPECT_NE(st.message().find("algorithm"), std::string::npos);

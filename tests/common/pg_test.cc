@@ -67,9 +67,7 @@ TEST(PgPoolTest, PoolIsBounded) {
   ASSERT_TRUE(a.ok() && b.ok());
   auto c = pool.Acquire();
   EXPECT_EQ(c.status().code(), absl::StatusCode::kUnavailable);
-  {
-    auto released = std::move(*a);
-  }
+  { auto released = std::move(*a); }
   EXPECT_TRUE(pool.Acquire().ok());
 }
 

@@ -2,11 +2,10 @@
 #include "common/server.h"
 
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
@@ -85,8 +84,8 @@ TEST(ServerTest, HealthReflectionAndMetrics) {
 TEST(ServerTest, BusyPortIsAClearError) {
   ServiceServer a({.name = "a", .listen = "127.0.0.1:0", .metrics_listen = ""});
   ASSERT_TRUE(a.Start().ok());
-  ServiceServer b({.name = "b", .listen = "127.0.0.1:" + std::to_string(a.port()),
-                   .metrics_listen = ""});
+  ServiceServer b(
+      {.name = "b", .listen = "127.0.0.1:" + std::to_string(a.port()), .metrics_listen = ""});
   auto st = b.Start();
   EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable);
   EXPECT_NE(st.message().find("cannot listen"), std::string::npos);

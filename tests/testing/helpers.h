@@ -2,12 +2,12 @@
 // captured log lines.
 #pragma once
 
+#include <grpcpp/channel.h>
+#include <grpcpp/client_context.h>
+
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <grpcpp/channel.h>
-#include <grpcpp/client_context.h>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"

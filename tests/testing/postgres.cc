@@ -1,6 +1,7 @@
 #include "tests/testing/postgres.h"
 
 #include <arpa/inet.h>
+#include <libpq-fe.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -9,8 +10,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
-
-#include <libpq-fe.h>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -116,8 +115,8 @@ absl::Status TestPostgres::Start() {
 
 absl::Status TestPostgres::Stop() {
   if (data_dir_.empty()) return absl::FailedPreconditionError("not our cluster");
-  std::string cmd = AsPostgres(
-      absl::StrCat(kBin, "/pg_ctl -D ", data_dir_, "/data -m fast -w stop > /dev/null"));
+  std::string cmd =
+      AsPostgres(absl::StrCat(kBin, "/pg_ctl -D ", data_dir_, "/data -m fast -w stop > /dev/null"));
   if (Run(cmd) != 0) return absl::InternalError("pg_ctl stop failed");
   running_ = false;
   return absl::OkStatus();
@@ -140,8 +139,8 @@ std::string TestPostgres::admin_url() const {
 
 std::string TestPostgres::CreateDatabase() {
   static std::atomic<int> counter{0};
-  std::string name = absl::StrCat("t", getpid(), "_", counter++, "_",
-                                  absl::ToUnixMicros(absl::Now()) % 1000000);
+  std::string name =
+      absl::StrCat("t", getpid(), "_", counter++, "_", absl::ToUnixMicros(absl::Now()) % 1000000);
   AdminExec(admin_url(), absl::StrCat("CREATE DATABASE ", name));
   return absl::StrCat("postgresql://postgres@127.0.0.1:", port_, "/", name);
 }

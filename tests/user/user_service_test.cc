@@ -1,14 +1,12 @@
 // UserService over real gRPC (loopback) and a real PostgreSQL database.
 #include "services/user/user_service.h"
 
+#include <grpcpp/generic/generic_stub.h>
 #include <gtest/gtest.h>
 
 #include <thread>
 
-#include <grpcpp/generic/generic_stub.h>
-
 #include "absl/synchronization/notification.h"
-
 #include "aichat/user/v1/user.grpc.pb.h"
 #include "common/migrations.h"
 #include "common/pg.h"
@@ -40,9 +38,9 @@ class UserServiceTest : public ::testing::Test {
     // The minimum Argon2id cost keeps tests fast; production uses the interactive limits.
     hasher_ = std::make_unique<PasswordHasher>(PasswordHasherOptions{1, 8192});
     workers_ = std::make_unique<WorkerPool>(8);
-    service_ = std::make_unique<UserServiceImpl>(store_.get(), auth_.get(),
-                                                 *TokenSigner::Create(keys_.pair().private_key),
-                                                 hasher_.get(), workers_.get(), UserServiceOptions{});
+    service_ = std::make_unique<UserServiceImpl>(
+        store_.get(), auth_.get(), *TokenSigner::Create(keys_.pair().private_key), hasher_.get(),
+        workers_.get(), UserServiceOptions{});
     server_ = std::make_unique<ServiceServer>(
         ServerOptions{.name = "user", .listen = "127.0.0.1:0", .metrics_listen = ""});
     server_->AddService(service_.get());
@@ -65,7 +63,8 @@ class UserServiceTest : public ::testing::Test {
     return stub_->Register(&ctx, req, out);
   }
 
-  grpc::Status Login(const std::string& email, const std::string& password, v1::LoginResponse* out) {
+  grpc::Status Login(const std::string& email, const std::string& password,
+                     v1::LoginResponse* out) {
     grpc::ClientContext ctx;
     v1::LoginRequest req;
     req.set_email(email);
@@ -219,10 +218,16 @@ TEST_F(UserServiceTest, LoginGivesWorkingTokensAndGetMe) {
   ASSERT_TRUE(stub_->GetMe(&ctx, v1::GetMeRequest(), &me).ok());
   EXPECT_EQ(me.email(), "carol@example.com");
   // The refresh token is stored only as a hash.
-  EXPECT_EQ(pool_->Exec("SELECT count(*) FROM refresh_tokens WHERE token_hash = $1",
-                        {login.refresh_token()})->Int(0, 0), 0);
-  EXPECT_EQ(pool_->Exec("SELECT count(*) FROM refresh_tokens WHERE token_hash = $1",
-                        {Sha256Hex(login.refresh_token())})->Int(0, 0), 1);
+  EXPECT_EQ(pool_
+                ->Exec("SELECT count(*) FROM refresh_tokens WHERE token_hash = $1",
+                       {login.refresh_token()})
+                ->Int(0, 0),
+            0);
+  EXPECT_EQ(pool_
+                ->Exec("SELECT count(*) FROM refresh_tokens WHERE token_hash = $1",
+                       {Sha256Hex(login.refresh_token())})
+                ->Int(0, 0),
+            1);
 }
 
 TEST_F(UserServiceTest, UnknownEmailAndWrongPasswordAnswerTheSame) {
@@ -245,9 +250,9 @@ TEST_F(UserServiceTest, BadTokensAreUnauthenticated) {
   std::vector<std::string> bad = {
       "",
       "not-a-jwt",
-      other.Token(login.user().id()),                                  // wrong key
+      other.Token(login.user().id()),                                // wrong key
       TokenSigner::Create(keys_.pair().private_key)->Sign(expired),  // expired
-      login.access_token() + "x",                                      // broken signature
+      login.access_token() + "x",                                    // broken signature
   };
   for (const auto& token : bad) {
     grpc::ClientContext ctx;
@@ -333,8 +338,11 @@ TEST_F(UserServiceTest, ApiKeysLoginListAndRevoke) {
   EXPECT_EQ(created.key().rfind("aik_", 0), 0u);
   EXPECT_EQ(created.api_key().prefix(), created.key().substr(0, 12));
   // The key is not stored in clear.
-  EXPECT_EQ(pool_->Exec("SELECT count(*) FROM api_keys WHERE key_hash = $1 OR prefix = $1",
-                        {created.key()})->Int(0, 0), 0);
+  EXPECT_EQ(pool_
+                ->Exec("SELECT count(*) FROM api_keys WHERE key_hash = $1 OR prefix = $1",
+                       {created.key()})
+                ->Int(0, 0),
+            0);
 
   v1::LoginResponse by_key;
   {
@@ -435,7 +443,8 @@ TEST_F(UserServiceTest, AdminRpcsNeedTheAdminRole) {
     req.set_user_id(user.user().id());
     req.set_role(v1::ROLE_SERVICE);
     v1::User resp;
-    EXPECT_EQ(stub_->SetUserRole(&ctx, req, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(stub_->SetUserRole(&ctx, req, &resp).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
     req.set_role(v1::ROLE_ADMIN);
     grpc::ClientContext ctx2;
     Authorize(ctx2, admin);
@@ -504,9 +513,8 @@ TEST_F(UserServiceTest, SecretsNeverReachTheLog) {
   EXPECT_TRUE(logs.Contains(absl::StrCat("\"user_id\":", login.user().id())));
   // ...and none carries a secret.
   std::string text = logs.Text();
-  for (const std::string& secret :
-       {std::string(kPassword), std::string("wrong password here"), login.access_token(),
-        login.refresh_token(), key.key()}) {
+  for (const std::string& secret : {std::string(kPassword), std::string("wrong password here"),
+                                    login.access_token(), login.refresh_token(), key.key()}) {
     EXPECT_EQ(text.find(secret), std::string::npos) << "leaked: " << secret.substr(0, 8);
   }
   auto hash = pool_->Exec("SELECT password_hash FROM users LIMIT 1")->String(0, 0);
