@@ -31,4 +31,7 @@ if [[ $# -eq 0 && -x "$AICHAT_ROOT/scripts/fuzz.sh" ]]; then
   log "fuzz smoke"
   "$AICHAT_ROOT/scripts/fuzz.sh" || status=$?
 fi
+if [[ $# -eq 0 && -x "$AICHAT_ROOT/deploy/check.sh" ]]; then
+  "$AICHAT_ROOT/deploy/check.sh" || status=$? # manifests, schemas, promtool, live Prometheus scrape
+fi
 exit $status
