@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <sstream>
 
 #include <google/protobuf/util/json_util.h>
@@ -28,6 +29,8 @@ std::string Env(const char* name, const std::string& fallback) {
   return v != nullptr && *v != '\0' ? std::string(v) : fallback;
 }
 
+}  // namespace
+
 bool TakeFlag(std::vector<std::string>& args, const std::string& name, std::string* value) {
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -44,6 +47,18 @@ bool TakeFlag(std::vector<std::string>& args, const std::string& name, std::stri
   }
   return false;
 }
+
+bool TakeSwitch(std::vector<std::string>& args, const std::string& name) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--" + name) {
+      args.erase(args.begin() + i);
+      return true;
+    }
+  }
+  return false;
+}
+
+namespace {
 
 std::string Words(grpc::StatusCode code) {
   switch (code) {
@@ -243,6 +258,38 @@ std::string FormatUsd(int64_t nanos) {
   const char* sign = nanos < 0 ? "-" : "";
   uint64_t n = nanos < 0 ? uint64_t(-(nanos + 1)) + 1 : uint64_t(nanos);
   return absl::StrFormat("%s$%d.%09d", sign, n / 1000000000, n % 1000000000);
+}
+
+std::string FormatPrice(int64_t micros_per_mtok) {
+  std::string s = absl::StrFormat("%d.%06d", micros_per_mtok / 1000000, micros_per_mtok % 1000000);
+  while (s.back() == '0' && s.size() > s.find('.') + 3) s.pop_back();
+  return "$" + s;
+}
+
+std::optional<int64_t> ParseDecimal(const std::string& text, int scale) {
+  std::string_view s = text;
+  if (!s.empty() && s.front() == '$') s.remove_prefix(1);
+  size_t dot = s.find('.');
+  std::string_view whole = s.substr(0, dot);
+  std::string_view frac = dot == std::string_view::npos ? "" : s.substr(dot + 1);
+  if ((whole.empty() && frac.empty()) || frac.size() > static_cast<size_t>(scale)) {
+    return std::nullopt;
+  }
+  if (dot != std::string_view::npos && frac.empty()) return std::nullopt;  // "5."
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  int64_t v = 0;
+  auto push = [&](char c) {
+    if (c < '0' || c > '9' || v > (kMax - (c - '0')) / 10) return false;
+    v = v * 10 + (c - '0');
+    return true;
+  };
+  for (char c : whole) {
+    if (!push(c)) return std::nullopt;
+  }
+  for (int i = 0; i < scale; ++i) {
+    if (!push(i < static_cast<int>(frac.size()) ? frac[i] : '0')) return std::nullopt;
+  }
+  return v;
 }
 
 }  // namespace aichat::cli

@@ -62,8 +62,18 @@ class Cli {
 // Reads a password: without echo from a terminal, else one line of stdin.
 std::string ReadSecret(const std::string& prompt);
 std::string FormatTime(int64_t unix_seconds);
-// "$0.000435" from nanos, exact (integer formatting).
+// "$0.000435000" from nanos, exact (integer formatting).
 std::string FormatUsd(int64_t nanos);
+// A price in micro-USD per million tokens as "$0.15" (exact; trailing zeros dropped).
+std::string FormatPrice(int64_t micros_per_mtok);
+// Parses a non-negative decimal ("5", "0.25", "$1.5") into units of 10^-scale exactly, with
+// integer arithmetic only: ParseDecimal("1.5", 9) == 1500000000. nullopt when it is not a
+// plain decimal, has more than `scale` fractional digits, or does not fit in int64.
+std::optional<int64_t> ParseDecimal(const std::string& text, int scale);
+// Takes "--name VALUE" or "--name=VALUE" out of args; true when it was there.
+bool TakeFlag(std::vector<std::string>& args, const std::string& name, std::string* value);
+// Takes a boolean "--name" out of args.
+bool TakeSwitch(std::vector<std::string>& args, const std::string& name);
 
 // Exit codes by outcome, for scripts.
 enum ExitCode {

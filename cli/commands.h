@@ -18,4 +18,16 @@ int WhoAmI(Cli& cli, const Args& args);
 int ApiKeys(Cli& cli, const Args& args);
 int Users(Cli& cli, const Args& args);
 
+// commands_conversation.cc
+int Conversations(Cli& cli, const Args& args);
+// commands_chat.cc (interactive) and commands_send.cc (one-shot)
+int Chat(Cli& cli, const Args& args);
+int Send(Cli& cli, const Args& args);
+int Regen(Cli& cli, const Args& args);
+// commands_usage.cc
+int UsageReport(Cli& cli, const Args& args);
+int BudgetCmd(Cli& cli, const Args& args);
+// commands_models.cc
+int Models(Cli& cli, const Args& args);
+
 }  // namespace aichat::cli

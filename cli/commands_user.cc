@@ -14,9 +14,12 @@ using user::v1::UserService;
 
 const char* RoleWord(user::v1::Role r) {
   switch (r) {
-    case user::v1::ROLE_ADMIN: return "admin";
-    case user::v1::ROLE_SERVICE: return "service";
-    default: return "user";
+    case user::v1::ROLE_ADMIN:
+      return "admin";
+    case user::v1::ROLE_SERVICE:
+      return "service";
+    default:
+      return "user";
   }
 }
 
@@ -153,7 +156,7 @@ int Users(Cli& cli, const Args& args) {
   if (sub == "role" && args.size() == 3 && absl::SimpleAtoi(args[1], &id)) {
     user::v1::SetUserRoleRequest req;
     req.set_user_id(id);
-    req.set_role(args[2] == "admin" ? user::v1::ROLE_ADMIN
+    req.set_role(args[2] == "admin"  ? user::v1::ROLE_ADMIN
                  : args[2] == "user" ? user::v1::ROLE_USER
                                      : user::v1::ROLE_UNSPECIFIED);
     user::v1::User resp;
@@ -174,7 +177,8 @@ int Users(Cli& cli, const Args& args) {
     cli.Print(resp, UserText(resp));
     return kOk;
   }
-  return cli.Usage("aichat users [list | role USER_ID admin|user | rate USER_ID REQUESTS_PER_MINUTE]");
+  return cli.Usage(
+      "aichat users [list | role USER_ID admin|user | rate USER_ID REQUESTS_PER_MINUTE]");
 }
 
 }  // namespace aichat::cli

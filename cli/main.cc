@@ -9,13 +9,31 @@ constexpr char kHelp[] = R"(aichat — talk to an aichat suite
 
 Account:   register EMAIL [NAME] | login EMAIL | login --api-key KEY | logout | whoami
            keys [list | create NAME | revoke ID]
+Chat:      chat [CONVERSATION] [--model M]    interactive; answers stream as they are written,
+                                              Ctrl-C stops an answer, /regen, Ctrl-D or /quit
+           send [--conversation ID] [--model M] [--max-output-tokens N] [TEXT...]
+                                              one turn (TEXT or standard input); the answer on
+                                              stdout, tokens and cost on stderr
+           regen CONVERSATION                 answer the last message again
+           conversations [list | new [--title T] [--model M] [--system S] | show ID |
+                          rename ID TITLE | delete ID]
+Usage:     usage [daily | models | budget] [--user USER_ID]   this calendar month (UTC)
+           models [list [--all]]              models and prices (USD per million tokens)
 Admin:     users [list | role USER_ID admin|user | rate USER_ID RPM]
+           budget [show [USER_ID] | set USER_ID USD]          monthly; 0 removes the limit
+           models set NAME [--provider-model M] [--input-price USD] [--output-price USD]
+                  [--cached-price USD] [--context N] [--max-output N] [--base-url URL]
+                  [--api-key-env VAR] [--default] [--disabled]
+           models delete NAME
 
 Global flags: --json (machine-readable output), --server HOST (all services on their default
 ports), --user_addr/--conversation_addr/--agent_addr/--usage_addr HOST:PORT.
 Environment: AICHAT_HOST, AICHAT_USER_ADDR, AICHAT_CONVERSATION_ADDR, AICHAT_AGENT_ADDR,
 AICHAT_USAGE_ADDR. The login is kept in ~/.config/aichat/credentials (mode 0600).
 Passwords are read without echo from a terminal, else as one line of standard input.
+
+Exit codes: 0 ok, 1 error, 2 usage, 3 not logged in / not allowed, 4 not found,
+5 rate limit or budget reached, 6 service or provider unavailable, 7 invalid input.
 )";
 
 }  // namespace
@@ -36,6 +54,13 @@ int main(int argc, char** argv) {
   if (cmd == "whoami") return WhoAmI(cli, rest);
   if (cmd == "keys") return ApiKeys(cli, rest);
   if (cmd == "users") return Users(cli, rest);
+  if (cmd == "conversations" || cmd == "conv") return Conversations(cli, rest);
+  if (cmd == "chat") return Chat(cli, rest);
+  if (cmd == "send") return Send(cli, rest);
+  if (cmd == "regen") return Regen(cli, rest);
+  if (cmd == "usage") return UsageReport(cli, rest);
+  if (cmd == "budget") return BudgetCmd(cli, rest);
+  if (cmd == "models") return Models(cli, rest);
   std::cerr << "aichat: unknown command " << cmd << " (aichat help)\n";
   return kUsage;
 }

@@ -119,18 +119,32 @@ start_postgres() {
   done
 }
 
-start_fake_llm() {
-  [[ -x "$FAKE_BIN" ]] || return 0
-  if [[ -n "${OPENAI_API_KEY:-}" ]]; then
-    log "LLM provider: ${OPENAI_BASE_URL:-https://api.openai.com/v1} (OPENAI_API_KEY is set)"
+# The LLM provider: OpenAI (or OPENAI_BASE_URL) when the user set OPENAI_API_KEY, else the
+# bundled fake. Either way ai-agent gets OPENAI_BASE_URL and OPENAI_API_KEY from here.
+start_llm() {
+  if [[ -n "${OPENAI_API_KEY:-}" ]] && ! running fake-llm; then
+    export OPENAI_BASE_URL="${OPENAI_BASE_URL:-https://api.openai.com/v1}"
+    echo "$OPENAI_BASE_URL (OPENAI_API_KEY is set)" >"$STATE/run/llm"
+    log "LLM provider: $OPENAI_BASE_URL (OPENAI_API_KEY is set)"
     return 0
   fi
-  running fake-llm && return 0
-  log "LLM provider: the FAKE provider (offline; set OPENAI_API_KEY to use OpenAI)"
-  "$FAKE_BIN" --listen="127.0.0.1:$FAKE_PORT" --tls --cert_out="$STATE/fake-llm-cert.pem" \
-    >"$STATE/logs/fake-llm.log" 2>&1 &
-  echo $! >"$(pidfile fake-llm)"
-  wait_port "$FAKE_PORT" 20 || die "the fake LLM did not start; see $STATE/logs/fake-llm.log"
+  if [[ -n "${OPENAI_API_KEY:-}" ]]; then
+    # Services already running talk to the fake; mixing providers would be a surprise.
+    log "note: OPENAI_API_KEY is set but the suite is already running with the fake provider;" \
+      "run \`scripts/run.sh down\` first to switch"
+  fi
+  [[ -x "$FAKE_BIN" ]] || die "OPENAI_API_KEY is not set and the fake provider $FAKE_BIN is not built"
+  if ! running fake-llm; then
+    log "LLM provider: the FAKE provider (offline; set OPENAI_API_KEY to use OpenAI)"
+    rm -f "$STATE/fake-llm-cert.pem"
+    "$FAKE_BIN" --listen="127.0.0.1:$FAKE_PORT" --tls --cert_out="$STATE/fake-llm-cert.pem" \
+      >"$STATE/logs/fake-llm.log" 2>&1 &
+    echo $! >"$(pidfile fake-llm)"
+    wait_port "$FAKE_PORT" 20 || die "the fake LLM did not start; see $STATE/logs/fake-llm.log"
+  fi
+  echo "FAKE provider https://127.0.0.1:$FAKE_PORT/v1 (offline; set OPENAI_API_KEY for OpenAI)" \
+    >"$STATE/run/llm"
+  # The fake makes a new CA at every start; ai-agent trusts it through OpenSSL's SSL_CERT_FILE.
   export OPENAI_BASE_URL="https://127.0.0.1:$FAKE_PORT/v1" OPENAI_API_KEY="fake-key"
   export SSL_CERT_FILE="$STATE/fake-llm-cert.pem"
 }
@@ -147,6 +161,10 @@ start_service() {
     export AICHAT_CONVERSATION_ADDR="127.0.0.1:${PORT[conversation]}"
     export AICHAT_USAGE_ADDR="127.0.0.1:${PORT[usage]}"
     export AICHAT_AGENT_ADDR="127.0.0.1:${PORT[ai-agent]}"
+    # Each secret only where it is needed: the signing key to user, the service token and
+    # the provider key to ai-agent.
+    [[ $svc == user ]] || unset AICHAT_JWT_SIGNING_KEY
+    [[ $svc == ai-agent ]] || unset AICHAT_SERVICE_TOKEN OPENAI_API_KEY
     exec "${BIN[$svc]}" >>"$STATE/logs/$svc.log" 2>&1
   ) &
   echo $! >"$(pidfile "$svc")"
@@ -155,6 +173,7 @@ start_service() {
 
 down() {
   for svc in ai-agent usage conversation user fake-llm; do stop_one "$svc"; done
+  rm -f "$STATE/run/llm"
   if [[ -f "$STATE/run/postgres.started" ]]; then
     pg_stop "$(pg_data_dir)"
     rm -f "$STATE/run/postgres.started"
@@ -171,11 +190,28 @@ status() {
           state=running
         fi
         where="127.0.0.1:$PG_PORT" ;;
-      fake-llm) running fake-llm && state=running; where="https://127.0.0.1:$FAKE_PORT/v1" ;;
+      fake-llm)
+        running fake-llm && state=running
+        where="https://127.0.0.1:$FAKE_PORT/v1"
+        if [[ -f "$STATE/run/llm" ]]; then
+          where="$(cat "$STATE/run/llm")"
+          [[ $state == running ]] || { svc=llm; state=external; }
+        fi ;;
       *) running "$svc" && state=running; where="127.0.0.1:${PORT[$svc]} (metrics :${MPORT[$svc]})" ;;
     esac
     printf '  %-13s %-8s %s\n' "$svc" "$state" "$where"
   done
+}
+
+# The environment the CLI needs when the ports are not the defaults.
+cli_env() {
+  local -A var=([user]=AICHAT_USER_ADDR [conversation]=AICHAT_CONVERSATION_ADDR
+    [ai-agent]=AICHAT_AGENT_ADDR [usage]=AICHAT_USAGE_ADDR)
+  local -A def=([user]=50051 [conversation]=50052 [ai-agent]=50053 [usage]=50054)
+  for svc in "${ORDER[@]}"; do
+    [[ "${PORT[$svc]}" == "${def[$svc]}" ]] || echo "  export ${var[$svc]}=127.0.0.1:${PORT[$svc]}"
+  done
+  echo "  export PATH=$BUILD/cli:\$PATH"
 }
 
 up() {
@@ -186,18 +222,19 @@ up() {
   chmod 700 "$STATE"
   ensure_keys
   start_postgres
-  start_fake_llm
+  start_llm
   for svc in "${ORDER[@]}"; do start_service "$svc"; done
   cat >&2 <<MSG
 
 aichat is running. Logs: $STATE/logs/<service>.log
 $(status)
 
-Try it:
-  export AICHAT_SERVER=127.0.0.1:${PORT[user]}
-  $BUILD/cli/aichat register you@example.com      # then: aichat login, aichat chat
-  First admin: DATABASE_URL=postgresql://postgres@127.0.0.1:$PG_PORT/aichat_user \\
-      $BUILD/services/user/aichat-user set-role you@example.com admin
+Try it (the CLI is $BUILD/cli/aichat):
+$(cli_env)
+  aichat register you@example.com "Your Name"   # then: aichat login you@example.com; aichat chat
+First admin:
+  DATABASE_URL=postgresql://postgres@127.0.0.1:$PG_PORT/aichat_user \\
+    $BUILD/services/user/aichat-user set-role you@example.com admin
 MSG
   if [[ "$detach" != "--detach" ]]; then
     trap 'echo; down; exit 0' INT TERM
