@@ -145,7 +145,7 @@ int Chat(Cli& cli, const Args& in) {
       reader = stub->StreamMessage(ctx.get(), req);
     }
     interrupts->SetActive(ctx.get());
-    TurnOutcome o = StreamTurn(*reader, std::cout, cli.json());
+    TurnOutcome o = StreamTurn(*reader, &std::cout, cli.json());
     interrupts->SetActive(nullptr);
     if (!cli.json() && o.answered) std::cout << "\n";
     if (o.status.ok()) {

@@ -97,7 +97,7 @@ int Send(Cli& cli, const Args& in) {
   if (!ctx) return kAuth;
   auto reader = agent::v1::AiAgentService::NewStub(cli.Channel("ai-agent"))
                     ->StreamMessage(ctx.get(), req);
-  return Finish(cli, "send", conversation_id, StreamTurn(*reader, std::cout, false));
+  return Finish(cli, "send", conversation_id, StreamTurn(*reader, cli.json() ? nullptr : &std::cout, false));
 }
 
 int Regen(Cli& cli, const Args& in) {
@@ -115,7 +115,7 @@ int Regen(Cli& cli, const Args& in) {
   if (!ctx) return kAuth;
   auto reader = agent::v1::AiAgentService::NewStub(cli.Channel("ai-agent"))
                     ->RegenerateResponse(ctx.get(), req);
-  return Finish(cli, "regen", conversation_id, StreamTurn(*reader, std::cout, false));
+  return Finish(cli, "regen", conversation_id, StreamTurn(*reader, cli.json() ? nullptr : &std::cout, false));
 }
 
 }  // namespace aichat::cli

@@ -21,17 +21,17 @@ std::string ToJson(const google::protobuf::Message& m) {
 }  // namespace
 
 TurnOutcome StreamTurn(grpc::ClientReaderInterface<agent::v1::TurnEvent>& reader,
-                       std::ostream& out, bool json_events) {
+                       std::ostream* out, bool json_events) {
   TurnOutcome o;
   agent::v1::TurnEvent ev;
   bool completed = false;
   while (reader.Read(&ev)) {
-    if (json_events) {
-      out << ToJson(ev) << "\n" << std::flush;
+    if (json_events && out != nullptr) {
+      *out << ToJson(ev) << "\n" << std::flush;
     }
     if (ev.has_delta()) {
       o.answered = true;
-      if (!json_events) out << ev.delta().text() << std::flush;
+      if (!json_events && out != nullptr) *out << ev.delta().text() << std::flush;
     } else if (ev.has_completed()) {
       o.result = ev.completed();
       completed = true;

@@ -19,10 +19,11 @@ struct TurnOutcome {
   bool answered = false;  // at least one delta was printed
 };
 
-// Reads the stream to its end. Text mode: deltas go to `out` as they come and nothing else
-// (the caller prints the footer). JSON mode (`json_events`): one JSON object per event.
+// Reads the stream to its end. With `json_events`, every event goes to `out` as one JSON
+// object a line; otherwise the deltas' text goes to `out` as it comes (nothing else: the
+// caller prints the footer). `out` may be null: print nothing.
 TurnOutcome StreamTurn(grpc::ClientReaderInterface<agent::v1::TurnEvent>& reader,
-                       std::ostream& out, bool json_events);
+                       std::ostream* out, bool json_events);
 
 // "[gpt-4o-mini · 31 tokens in (3 cached), 8 out · $0.000009450]"
 std::string TurnFooter(const agent::v1::TurnResult& r);
