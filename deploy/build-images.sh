@@ -101,7 +101,7 @@ build_all() {
 for svc in "${SERVICES[@]}"; do
   "${PODMAN[@]}" run --rm --network=none "${ULIMITS[@]}" "localhost/aichat-$svc:latest" --help >/dev/null ||
     die "aichat-$svc --help failed in its image"
-  uid=$("${PODMAN[@]}" run --rm --network=none --entrypoint /usr/bin/id "localhost/aichat-$svc:latest" -u)
+  uid=$("${PODMAN[@]}" run --rm --network=none "${ULIMITS[@]}" --entrypoint /usr/bin/id "localhost/aichat-$svc:latest" -u)
   [[ "$uid" == 10001 ]] || die "aichat-$svc runs as uid $uid, not 10001"
 done
 log "all four images start (--help) and run as uid 10001"
@@ -114,7 +114,7 @@ pg_init "$PGDATA_DIR/data"
 PG_PORT=$(free_port)
 pg_start "$PGDATA_DIR/data" "$PG_PORT" "$PGDATA_DIR/pg.log"
 as_postgres createdb -h 127.0.0.1 -p "$PG_PORT" -U postgres aichat_user
-keys=$("${PODMAN[@]}" run --rm --network=none localhost/aichat-user:latest keygen)
+keys=$("${PODMAN[@]}" run --rm --network=none "${ULIMITS[@]}" localhost/aichat-user:latest keygen)
 GRPC_PORT=$(free_port)
 METRICS_PORT=$(free_port)
 CONTAINER=aichat-user-check-$$
@@ -131,7 +131,6 @@ if ! /usr/bin/python3 "$AICHAT_ROOT/deploy/tools/grpc_health.py" "127.0.0.1:$GRP
   "${PODMAN[@]}" logs "$CONTAINER" | tail -n 20
   die "the user service in its container did not answer the health check"
 fi
-/usr/bin/python3 "$AICHAT_ROOT/deploy/tools/grpc_health.py" "127.0.0.1:$GRPC_PORT" aichat.user.v1.UserService 10
 curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" | grep -q '^aichat_db_pool_connections' ||
   die "no metrics from the container"
 log "metrics served from the container on 127.0.0.1:$METRICS_PORT"
