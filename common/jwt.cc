@@ -3,11 +3,14 @@
 #include <sodium.h>
 
 #include <algorithm>
+#include <optional>
 #include <boost/json.hpp>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "common/base64.h"
 
 namespace aichat {
@@ -111,11 +114,38 @@ std::string TokenSigner::Sign(TokenClaims claims) const {
                       Base64UrlEncode({reinterpret_cast<char*>(sig), sizeof sig}));
 }
 
+// Claims of tokens whose signature verified, keyed by the exact token text. Bounded: when
+// full it starts over (tokens are few in practice: one per service plus active users).
+class TokenVerifier::Cache {
+ public:
+  struct Entry {
+    TokenClaims claims;
+    absl::Time not_before;
+  };
+  std::optional<Entry> Find(std::string_view token) {
+    absl::ReaderMutexLock lock(&mu_);
+    auto it = map_.find(absl::string_view(token.data(), token.size()));
+    if (it == map_.end()) return std::nullopt;
+    return it->second;
+  }
+  void Add(std::string_view token, Entry e) {
+    absl::MutexLock lock(&mu_);
+    if (map_.size() >= kMaxEntries) map_.clear();
+    map_.emplace(std::string(token), std::move(e));
+  }
+
+ private:
+  static constexpr size_t kMaxEntries = 4096;
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, Entry> map_ ABSL_GUARDED_BY(mu_);
+};
+
 absl::StatusOr<TokenVerifier> TokenVerifier::Create(const std::vector<std::string>& public_keys,
                                                     absl::Duration leeway) {
   EnsureSodium();
   TokenVerifier v;
   v.leeway_ = leeway;
+  v.cache_ = std::make_shared<Cache>();
   for (const auto& k : public_keys) {
     auto raw = Base64UrlDecode(k);
     if (!raw.has_value() || raw->size() != crypto_sign_PUBLICKEYBYTES) {
@@ -131,6 +161,13 @@ absl::StatusOr<TokenVerifier> TokenVerifier::Create(const std::vector<std::strin
 
 absl::StatusOr<TokenClaims> TokenVerifier::Verify(std::string_view token, absl::Time now) const {
   if (token.size() > 4096) return Unauthenticated("too long");
+  if (cache_ != nullptr) {
+    if (auto hit = cache_->Find(token); hit.has_value()) {
+      if (now > hit->claims.expires_at + leeway_) return Unauthenticated("expired");
+      if (hit->not_before > now + leeway_) return Unauthenticated("not yet valid");
+      return hit->claims;
+    }
+  }
   std::vector<absl::string_view> parts =
       absl::StrSplit(absl::string_view(token.data(), token.size()), '.');
   if (parts.size() != 3) return Unauthenticated("malformed");
@@ -188,9 +225,9 @@ absl::StatusOr<TokenClaims> TokenVerifier::Verify(std::string_view token, absl::
   c.expires_at = absl::FromUnixSeconds(exp);
   if (now > c.expires_at + leeway_) return Unauthenticated("expired");
   if (!ReadInt(o, "nbf", &nbf)) nbf = iat;
-  if (absl::FromUnixSeconds(std::max(nbf, iat)) > now + leeway_) {
-    return Unauthenticated("not yet valid");
-  }
+  absl::Time not_before = absl::FromUnixSeconds(std::max(nbf, iat));
+  if (not_before > now + leeway_) return Unauthenticated("not yet valid");
+  if (cache_ != nullptr) cache_->Add(token, {c, not_before});
   return c;
 }
 
