@@ -70,6 +70,8 @@ setup:
   --keys_env=FILE          the suite's keys.env (mint tokens locally)
   --conversations=N        conversations the turns and appends spread over
                            (default: concurrency, 64 in open mode)
+  --users=N                with --keys_env: spread the conversations over N users (default:
+                           one per conversation); --rpm=N their rate limit claim (6000)
   --content=TEXT           the user message (default "hello from the load driver")
   --model=NAME             model for turns (default: the default model)
 http target:
@@ -155,10 +157,14 @@ std::string CodeName(grpc::StatusCode c) {
 
 struct Setup {
   std::vector<std::shared_ptr<grpc::Channel>> user_ch, conv_ch, agent_ch, usage_ch;
-  std::string user_token;
+  std::string user_token;               // the registered user
+  std::vector<std::string> user_tokens;  // --users tokens; conversation i belongs to i % n
   std::string service_token;
   int64_t user_id = 0;
   std::vector<int64_t> conversations;
+  const std::string& TokenFor(size_t conversation_index) const {
+    return user_tokens[conversation_index % user_tokens.size()];
+  }
 };
 
 std::vector<std::shared_ptr<grpc::Channel>> Channels(const std::string& addr, int n) {
@@ -244,10 +250,20 @@ void DoSetup(Setup& s, const std::string& target, int n_conversations) {
     TokenClaims c;
     c.user_id = s.user_id;
     c.role = Role::kUser;
-    c.requests_per_minute = static_cast<int32_t>(FlagD("rpm", 0));
+    c.requests_per_minute = static_cast<int32_t>(FlagD("rpm", 6000));
     c.issued_at = absl::Now();
     c.expires_at = c.issued_at + absl::Hours(2);
     s.user_token = signer->Sign(c);
+    // Further users are synthetic ids (only the user service would know them, and no
+    // other service asks it): load spread over tenants as in production, so one user's
+    // rate window is not the bottleneck.
+    int users = std::max(1, static_cast<int>(FlagD("users", std::max(1, n_conversations))));
+    s.user_tokens.push_back(s.user_token);
+    for (int i = 1; i < users; ++i) {
+      c.user_id = 1000000000LL + s.user_id * 100000 + i;
+      c.token_id.clear();
+      s.user_tokens.push_back(signer->Sign(c));
+    }
   } else {
     usv1::LoginRequest req;
     req.set_email(email);
@@ -258,6 +274,7 @@ void DoSetup(Setup& s, const std::string& target, int n_conversations) {
     auto st = ustub->Login(&ctx, req, &resp);
     if (!st.ok()) Die("Login: " + CodeName(st.error_code()) + " " + st.error_message());
     s.user_token = resp.access_token();
+    s.user_tokens.push_back(s.user_token);
   }
 
   bool needs_conv = target == "send" || target == "stream" || target == "append" ||
@@ -283,7 +300,7 @@ void DoSetup(Setup& s, const std::string& target, int n_conversations) {
       };
       auto* c = new Call;
       c->stub = cv1::ConversationService::NewStub(s.conv_ch[i % s.conv_ch.size()]);
-      AddAuth(&c->ctx, s.user_token, 30);
+      AddAuth(&c->ctx, s.user_tokens[i % s.user_tokens.size()], 30);
       c->req.set_title(absl::StrCat("bench ", i));
       if (!model.empty()) c->req.set_model(model);
       c->stub->async()->CreateConversation(&c->ctx, &c->req, &c->resp,
@@ -354,8 +371,8 @@ class StreamCall : public grpc::ClientReadReactor<av1::TurnEvent> {
  public:
   StreamCall(Env* env, int64_t slot, double due, Done done)
       : env_(env), due_(due), done_(std::move(done)) {
-    AddAuth(&ctx_, env->setup->user_token, env->deadline_s);
     auto& convs = env->setup->conversations;
+    AddAuth(&ctx_, env->setup->TokenFor(slot % convs.size()), env->deadline_s);
     req_.set_conversation_id(convs[slot % convs.size()]);
     req_.set_content(env->content);
     if (!env->model.empty()) req_.set_model(env->model);
@@ -419,8 +436,8 @@ void StartCall(Env* env, int64_t slot, double due, Done done) {
   }
   if (t == "send") {
     auto* c = new UnaryCall<av1::SendMessageRequest, av1::TurnResult>;
-    AddAuth(&c->ctx, env->setup->user_token, env->deadline_s);
     auto& convs = env->setup->conversations;
+    AddAuth(&c->ctx, env->setup->TokenFor(slot % convs.size()), env->deadline_s);
     c->req.set_conversation_id(convs[slot % convs.size()]);
     c->req.set_content(env->content);
     if (!env->model.empty()) c->req.set_model(env->model);
@@ -433,8 +450,8 @@ void StartCall(Env* env, int64_t slot, double due, Done done) {
                                                        Finisher(env, c, due, std::move(done)));
   } else if (t == "append") {
     auto* c = new UnaryCall<cv1::AppendMessageRequest, cv1::Message>;
-    AddAuth(&c->ctx, env->setup->user_token, env->deadline_s);
     auto& convs = env->setup->conversations;
+    AddAuth(&c->ctx, env->setup->TokenFor(slot % convs.size()), env->deadline_s);
     c->req.set_conversation_id(convs[slot % convs.size()]);
     c->req.set_role(cv1::MESSAGE_ROLE_USER);
     c->req.set_content(env->content);

@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# Runs every benchmark scenario against a suite it starts on its own ports and state dir
+# (scripts/run.sh + a plain-HTTP fake provider in bench mode), writes bench/results/*.json
+# and regenerates the summary in bench/README.md. Always tears everything down.
+#   bench/run.sh                 all scenarios
+#   bench/run.sh overhead turns streams services portkey   a subset, in that order
+# Knobs (environment): BENCH_DURATION (s, default 15), BENCH_CONCURRENCY (saturation and
+# gateway comparison, default 64), BENCH_STREAMS (10000), BENCH_STREAM_RAMP (s, 90),
+# BENCH_SERVICE_ENV (extra service settings, e.g. "AICHAT_WORKERS=32").
+set -euo pipefail
+source "$(dirname "$0")/suite_lib.sh"
+
+RESULTS="$BENCH_DIR/results"
+mkdir -p "$RESULTS"
+DUR="${BENCH_DURATION:-15}"
+CONC="${BENCH_CONCURRENCY:-64}"
+STREAMS="${BENCH_STREAMS:-10000}"
+RAMP="${BENCH_STREAM_RAMP:-90}"
+PGBENCH=/usr/lib/postgresql/15/bin/pgbench
+PORTKEY_DIR="${BENCH_PORTKEY_DIR:-/tmp/aichat-bench-portkey}"
+SCENARIOS=("$@")
+((${#SCENARIOS[@]})) || SCENARIOS=(overhead turns streams services portkey)
+
+for b in "$BENCH_BIN" "$FAKE_BIN" "$BUILD/services/ai-agent/aichat-agent"; do
+  [[ -x "$b" ]] || die "no $b: build first (cmake --build build)"
+done
+
+# 10,000 streams: a socket each on the driver->agent side (multiplexed, so few) and the
+# agent->provider side (one each), plus the fake's side. Raise the limit for all children.
+ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+log "open files limit: $(ulimit -n)"
+
+export AICHAT_STATE_DIR="${BENCH_STATE_DIR:-/tmp/aichat-bench-run}"
+PORTKEY_PID=""
+cleanup() {
+  [[ -n "$PORTKEY_PID" ]] && kill "$PORTKEY_PID" 2>/dev/null || true
+  suite_down >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+if [[ -n "${BENCH_SERVICE_ENV:-}" ]]; then
+  for kv in $BENCH_SERVICE_ENV; do export "${kv?}"; done
+fi
+bench_ports
+suite_up --instant >"$RESULTS/.suite-up.log" 2>&1 || { cat "$RESULTS/.suite-up.log"; die "suite did not start"; }
+
+DRV=("$BENCH_BIN" --user_addr="127.0.0.1:$AICHAT_USER_PORT"
+  --conversation_addr="127.0.0.1:$AICHAT_CONVERSATION_PORT"
+  --agent_addr="127.0.0.1:$AICHAT_AGENT_PORT" --usage_addr="127.0.0.1:$AICHAT_USAGE_PORT"
+  --keys_env="$AICHAT_STATE_DIR/keys.env")
+FAKE_URL="http://127.0.0.1:$AICHAT_FAKE_LLM_PORT/v1/chat/completions"
+AGENT_METRICS="http://127.0.0.1:$((AICHAT_METRICS_PORT_BASE + 2))/metrics"
+psql_q() { as_postgres psql -h 127.0.0.1 -p "$AICHAT_PG_PORT" -U postgres -tAq "$@"; }
+load_note() { echo "{\"loadavg\": \"$(cut -d' ' -f1-3 /proc/loadavg)\", \"at\": \"$(date -u +%FT%TZ)\"}"; }
+
+# ---------------------------------------------------------------- agent overhead
+overhead() {
+  log "scenario: agent overhead (instant provider, 1 caller)"
+  fake_start --instant
+  "${DRV[@]}" --target=http --http_url="$FAKE_URL" --concurrency=1 --duration="$DUR" \
+    --warmup=2 --label="provider direct" --json_out="$RESULTS/overhead_direct.json"
+  curl -s "$AGENT_METRICS" >"$RESULTS/.metrics-before.txt"
+  "${DRV[@]}" --target=send --concurrency=1 --duration="$DUR" --warmup=2 \
+    --label="SendMessage via aichat" --json_out="$RESULTS/overhead_agent.json"
+  curl -s "$AGENT_METRICS" >"$RESULTS/.metrics-after.txt"
+  /usr/bin/python3 "$BENCH_DIR/histogram_delta.py" aichat_agent_overhead_seconds \
+    "$RESULTS/.metrics-before.txt" "$RESULTS/.metrics-after.txt" >"$RESULTS/overhead_metric.json"
+  load_note >"$RESULTS/overhead_load.json"
+}
+
+# ---------------------------------------------------------------- persisted turns/s
+commits() {
+  psql_q -c "SELECT coalesce(sum(xact_commit),0) FROM pg_stat_database
+             WHERE datname IN ('aichat_conversation','aichat_agent','aichat_usage','aichat_user')"
+}
+turns() {
+  log "scenario: fully persisted turns/s at saturation ($CONC callers) and the pgbench ceiling"
+  fake_start --instant
+  local prompts0 prompts1 c0 c1
+  "${DRV[@]}" --target=send --concurrency="$CONC" --duration=3 --warmup=1 --quiet  # warm pools
+  sleep 12  # idle backends flush their statistics after 10 s
+  prompts0=$(psql_q -d aichat_agent -c "SELECT count(*) FROM ai_prompts")
+  c0=$(commits)
+  "${DRV[@]}" --target=send --concurrency="$CONC" --duration="$DUR" --warmup=3 \
+    --label="SendMessage, $CONC callers" --json_out="$RESULTS/turns.json"
+  # Let the outbox deliver every usage event, then let the statistics flush.
+  for _ in $(seq 1 30); do
+    [[ $(psql_q -d aichat_agent -c "SELECT count(*) FROM usage_outbox") == 0 ]] && break
+    sleep 1
+  done
+  sleep 12
+  prompts1=$(psql_q -d aichat_agent -c "SELECT count(*) FROM ai_prompts")
+  c1=$(commits)
+  psql_q -c "DROP DATABASE IF EXISTS bench_pg" -c "CREATE DATABASE bench_pg"
+  psql_q -d bench_pg -c "CREATE TABLE bench_insert (id bigserial PRIMARY KEY, user_id bigint,
+                         body text, created_at timestamptz NOT NULL DEFAULT now())"
+  echo "INSERT INTO bench_insert (user_id, body) VALUES (1, 'hello from pgbench');" \
+    >"$AICHAT_STATE_DIR/insert.sql"
+  chmod 644 "$AICHAT_STATE_DIR/insert.sql"
+  cp "$AICHAT_STATE_DIR/insert.sql" /tmp/aichat-bench-insert.sql
+  as_postgres "$PGBENCH" -h 127.0.0.1 -p "$AICHAT_PG_PORT" -U postgres -n -c "$CONC" -j 2 \
+    -T "$DUR" -f /tmp/aichat-bench-insert.sql bench_pg >"$RESULTS/.pgbench.txt" 2>&1
+  rm -f /tmp/aichat-bench-insert.sql
+  local tps
+  tps=$(awk '/^tps = / {print $3}' "$RESULTS/.pgbench.txt" | tail -1)
+  /usr/bin/python3 - "$prompts0" "$prompts1" "$c0" "$c1" "$tps" "$CONC" >"$RESULTS/turns_commits.json" <<'PY'
+import json, sys
+p0, p1, c0, c1 = (int(x) for x in sys.argv[1:5])
+tps, conc = float(sys.argv[5] or 0), int(sys.argv[6])
+turns = p1 - p0
+per = (c1 - c0) / turns if turns else 0
+print(json.dumps({"turns": turns, "xact_commits": c1 - c0, "commits_per_turn": round(per, 2),
+                  "pgbench_single_insert_tps": tps, "pgbench_clients": conc,
+                  "ceiling_turns_per_s": round(tps / per, 1) if per else 0}, indent=2))
+PY
+  load_note >"$RESULTS/turns_load.json"
+}
+
+# ---------------------------------------------------------------- 10,000 open streams
+streams() {
+  log "scenario: $STREAMS concurrent streams, provider at one delta per second"
+  # Long answers: every stream stays open through the measured window.
+  local tokens=$((RAMP + 60))
+  fake_start --tokens_per_second=1 --answer_tokens="$tokens" --split=none
+  "${DRV[@]}" --target=send --concurrency=1 --duration=1 --warmup=0 --quiet \
+    --content="[[fake:tokens=1]] warm up" || true
+  local pid rss0 rss1 fpid
+  pid=$(pid_of ai-agent)
+  sleep 1
+  rss0=$(rss_kb "$pid")
+  "${DRV[@]}" --target=stream --concurrency="$STREAMS" --ramp="$RAMP" --warmup=$((RAMP + 5)) \
+    --duration=20 --deadline=$((tokens + RAMP + 60)) --conversations="$STREAMS" \
+    --label="$STREAMS streams, 1 delta/s" --json_out="$RESULTS/streams.json" &
+  local drv=$!
+  # Sample the agent's RSS once every stream is open (the driver first creates the
+  # conversations, then ramps the streams up over $RAMP s).
+  local open=0 deadline=$((SECONDS + RAMP + 240))
+  while ((SECONDS < deadline)) && kill -0 "$drv" 2>/dev/null; do
+    open=$(curl -s "$AGENT_METRICS" | awk '/^aichat_active_streams/ {print int($2)}' | head -1)
+    ((${open:-0} >= STREAMS * 99 / 100)) && break
+    sleep 2
+  done
+  sleep 5
+  rss1=$(rss_kb "$pid")
+  open=$(curl -s "$AGENT_METRICS" | awk '/^aichat_active_streams/ {print int($2)}' | head -1)
+  log "agent RSS ${rss0} kB -> ${rss1} kB with ${open} streams open"
+  wait "$drv"
+  /usr/bin/python3 - "$rss0" "$rss1" "$STREAMS" "${open:-0}" >"$RESULTS/streams_memory.json" <<'PY'
+import json, sys
+r0, r1, n, active = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+print(json.dumps({"agent_rss_before_kb": r0, "agent_rss_open_kb": r1, "streams": n,
+                  "active_streams_metric": active,
+                  "kb_per_stream": round((r1 - r0) / (active or n), 2)}, indent=2))
+PY
+  load_note >"$RESULTS/streams_load.json"
+  fake_start --instant
+}
+
+# ---------------------------------------------------------------- per-service RPCs
+services() {
+  log "scenario: per-service RPC throughput (32 callers each)"
+  for t in getme append list record; do
+    "${DRV[@]}" --target="$t" --concurrency=32 --duration="$DUR" --warmup=2 \
+      --json_out="$RESULTS/service_$t.json"
+  done
+  load_note >"$RESULTS/services_load.json"
+}
+
+# ---------------------------------------------------------------- Portkey side by side
+portkey() {
+  log "scenario: side by side with @portkey-ai/gateway 1.15.2 ($CONC callers)"
+  fake_start --instant
+  if [[ ! -f "$PORTKEY_DIR/node_modules/@portkey-ai/gateway/build/start-server.js" ]]; then
+    mkdir -p "$PORTKEY_DIR"
+    (cd "$PORTKEY_DIR" && npm init -y >/dev/null && npm install --no-audit --no-fund \
+      @portkey-ai/gateway@1.15.2 >/dev/null 2>&1) || die "npm install @portkey-ai/gateway failed"
+  fi
+  local port
+  port=$(free_port)
+  node --import "$BENCH_DIR/portkey/loopback.mjs" \
+    "$PORTKEY_DIR/node_modules/@portkey-ai/gateway/build/start-server.js" --port="$port" \
+    --headless >"$AICHAT_STATE_DIR/portkey.log" 2>&1 &
+  PORTKEY_PID=$!
+  wait_port "$port" 30 || die "Portkey did not start"
+  ss -ltn "sport = :$port" | grep -q "127.0.0.1:$port" || die "Portkey is not on loopback only"
+  local pk=(--http_header="x-portkey-provider:openai"
+    --http_header="x-portkey-custom-host:http://127.0.0.1:$AICHAT_FAKE_LLM_PORT/v1"
+    --http_header="authorization:Bearer bench-key")
+  for c in 1 "$CONC"; do
+    "${DRV[@]}" --target=http --http_url="$FAKE_URL" --concurrency="$c" --duration="$DUR" \
+      --warmup=2 --label="provider direct, $c" --json_out="$RESULTS/gateway_direct_c$c.json"
+    "${DRV[@]}" --target=http --http_url="http://127.0.0.1:$port/v1/chat/completions" "${pk[@]}" \
+      --concurrency="$c" --duration="$DUR" --warmup=3 --label="Portkey, $c" \
+      --json_out="$RESULTS/gateway_portkey_c$c.json"
+    "${DRV[@]}" --target=stream --concurrency="$c" --duration="$DUR" --warmup=3 \
+      --label="aichat StreamMessage, $c" --json_out="$RESULTS/gateway_aichat_c$c.json"
+  done
+  kill "$PORTKEY_PID" 2>/dev/null || true
+  wait "$PORTKEY_PID" 2>/dev/null || true
+  PORTKEY_PID=""
+  load_note >"$RESULTS/portkey_load.json"
+}
+
+for s in "${SCENARIOS[@]}"; do
+  case $s in
+    overhead | turns | streams | services | portkey) "$s" ;;
+    *) die "unknown scenario $s" ;;
+  esac
+done
+/usr/bin/python3 "$BENCH_DIR/summarize.py" "$RESULTS" "$BENCH_DIR/README.md" "$CONC"
+log "results in $RESULTS; summary in bench/README.md"
