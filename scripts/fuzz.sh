@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets (clang, not the CMake build: they need
+# Builds the libFuzzer targets (SSE parser, chat JSON, JWT verifier, the text
+# validator every request check uses, the usage event validator; clang, not the
+# CMake build: they need
 # -fsanitize=fuzzer) and runs each for a while.
 #   scripts/fuzz.sh [seconds-per-target]   default 10; e.g. 600 for a real run
 # Needs Debian clang and libclang-rt-14-dev. Corpus seeds live in fuzz/corpus/;
@@ -20,10 +22,12 @@ ABSL_LIBS="$(pkg-config --libs absl_status absl_statusor absl_strings)"
 FLAGS=(-std=c++20 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
        -fno-sanitize-recover=undefined -I"$ROOT" -DOPENSSL_API_COMPAT=30000)
 
-build() {  # name sources...
+build() {  # name sources...  (extra link flags in $EXTRA_LIBS)
   local name="$1"; shift
-  "$CXX" "${FLAGS[@]}" "$@" -o "$OUT/$name" $ABSL_LIBS -lboost_json
+  "$CXX" "${FLAGS[@]}" "$@" -o "$OUT/$name" $ABSL_LIBS -lboost_json ${EXTRA_LIBS:-}
 }
+# The usage validator target needs the generated protobuf code of the CMake build.
+PROTO_DIR="${AICHAT_BUILD_DIR:-$ROOT/build}/proto"
 
 echo "fuzz.sh: building into $OUT"
 build sse_parser_fuzz "$ROOT/fuzz/sse_parser_fuzz.cc" \
@@ -34,9 +38,27 @@ build chat_chunk_fuzz "$ROOT/fuzz/chat_chunk_fuzz.cc" \
 pid2=$!
 wait "$pid1"
 wait "$pid2"
+EXTRA_LIBS="$(pkg-config --libs absl_time absl_synchronization absl_hash absl_raw_hash_set libsodium)" \
+  build jwt_verify_fuzz "$ROOT/fuzz/jwt_verify_fuzz.cc" "$ROOT/common/jwt.cc" \
+  "$ROOT/common/base64.cc" &
+pid1=$!
+build text_validate_fuzz "$ROOT/fuzz/text_validate_fuzz.cc" "$ROOT/common/validate.cc" &
+pid2=$!
+wait "$pid1"
+wait "$pid2"
+targets=(sse_parser chat_chunk jwt_verify text_validate)
+if [[ -f "$PROTO_DIR/aichat/usage/v1/usage.pb.cc" ]]; then
+  EXTRA_LIBS="$(pkg-config --libs protobuf absl_time absl_str_format)" \
+    build usage_event_fuzz -I"$PROTO_DIR" "$ROOT/fuzz/usage_event_fuzz.cc" \
+    "$ROOT/services/usage/usage_proto.cc" "$ROOT/common/validate.cc" \
+    "$PROTO_DIR/aichat/usage/v1/usage.pb.cc"
+  targets+=(usage_event)
+else
+  echo "fuzz.sh: no generated protos in $PROTO_DIR (build first); skipping usage_event" >&2
+fi
 
 status=0
-for target in sse_parser chat_chunk; do
+for target in "${targets[@]}"; do
   corpus="$OUT/$target/corpus"
   mkdir -p "$corpus"
   cp -n "$ROOT/fuzz/corpus/$target/"* "$corpus/" 2>/dev/null || true
