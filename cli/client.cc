@@ -1,5 +1,7 @@
 #include "cli/client.h"
 
+#include <google/protobuf/util/json_util.h>
+#include <grpcpp/create_channel.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
@@ -9,9 +11,6 @@
 #include <iostream>
 #include <limits>
 #include <sstream>
-
-#include <google/protobuf/util/json_util.h>
-#include <grpcpp/create_channel.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -62,17 +61,28 @@ namespace {
 
 std::string Words(grpc::StatusCode code) {
   switch (code) {
-    case grpc::StatusCode::UNAUTHENTICATED: return "not authorised";
-    case grpc::StatusCode::PERMISSION_DENIED: return "not allowed";
-    case grpc::StatusCode::NOT_FOUND: return "not found";
-    case grpc::StatusCode::ALREADY_EXISTS: return "already exists";
-    case grpc::StatusCode::INVALID_ARGUMENT: return "invalid input";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "limit reached";
-    case grpc::StatusCode::UNAVAILABLE: return "service unavailable";
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return "timed out";
-    case grpc::StatusCode::CANCELLED: return "cancelled";
-    case grpc::StatusCode::FAILED_PRECONDITION: return "not possible now";
-    default: return "failed";
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return "not authorised";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "not allowed";
+    case grpc::StatusCode::NOT_FOUND:
+      return "not found";
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return "already exists";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "invalid input";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "limit reached";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "service unavailable";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "timed out";
+    case grpc::StatusCode::CANCELLED:
+      return "cancelled";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "not possible now";
+    default:
+      return "failed";
   }
 }
 
@@ -201,7 +211,8 @@ void Cli::Print(const google::protobuf::Message& m, const std::string& text) con
 
 int Cli::Fail(const std::string& what, const grpc::Status& status) const {
   std::string msg = status.error_message();
-  if (status.error_code() == grpc::StatusCode::UNAVAILABLE && msg.find("failed to connect") != std::string::npos) {
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE &&
+      msg.find("failed to connect") != std::string::npos) {
     msg = "cannot reach the service (is the suite running? scripts/run.sh status)";
   }
   std::cerr << "aichat: " << what << ": " << Words(status.error_code());
@@ -212,16 +223,23 @@ int Cli::Fail(const std::string& what, const grpc::Status& status) const {
   std::cerr << "\n";
   switch (status.error_code()) {
     case grpc::StatusCode::UNAUTHENTICATED:
-    case grpc::StatusCode::PERMISSION_DENIED: return kAuth;
-    case grpc::StatusCode::NOT_FOUND: return kNotFound;
-    case grpc::StatusCode::RESOURCE_EXHAUSTED: return kLimited;
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return kAuth;
+    case grpc::StatusCode::NOT_FOUND:
+      return kNotFound;
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return kLimited;
     case grpc::StatusCode::UNAVAILABLE:
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return kUnavailable;
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return kUnavailable;
     case grpc::StatusCode::INVALID_ARGUMENT:
     case grpc::StatusCode::ALREADY_EXISTS:
-    case grpc::StatusCode::FAILED_PRECONDITION: return kInvalid;
-    case grpc::StatusCode::CANCELLED: return kCancelled;
-    default: return kError;
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return kInvalid;
+    case grpc::StatusCode::CANCELLED:
+      return kCancelled;
+    default:
+      return kError;
   }
 }
 

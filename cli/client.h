@@ -2,13 +2,13 @@
 // output in text or JSON, and one-line error messages for gRPC statuses.
 #pragma once
 
+#include <grpcpp/channel.h>
+#include <grpcpp/client_context.h>
+
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <grpcpp/channel.h>
-#include <grpcpp/client_context.h>
 
 #include "absl/time/time.h"
 
@@ -43,7 +43,8 @@ class Cli {
   // A context with a deadline and, when `auth`, a fresh access token (refreshed
   // with the saved refresh token when it is about to expire). nullptr after
   // printing "not logged in" when there is no usable login.
-  std::unique_ptr<grpc::ClientContext> Context(bool auth, absl::Duration deadline = absl::Seconds(30));
+  std::unique_ptr<grpc::ClientContext> Context(bool auth,
+                                               absl::Duration deadline = absl::Seconds(30));
 
   // Prints a message as JSON (with --json) or as text via `text`.
   void Print(const google::protobuf::Message& m, const std::string& text) const;
@@ -80,11 +81,11 @@ enum ExitCode {
   kOk = 0,
   kError = 1,
   kUsage = 2,
-  kAuth = 3,           // not logged in, bad credentials, permission denied
+  kAuth = 3,  // not logged in, bad credentials, permission denied
   kNotFound = 4,
-  kLimited = 5,        // rate limit, budget, provider 429
-  kUnavailable = 6,    // a service or the provider is down
-  kInvalid = 7,        // bad input
+  kLimited = 5,      // rate limit, budget, provider 429
+  kUnavailable = 6,  // a service or the provider is down
+  kInvalid = 7,      // bad input
   kCancelled = 130,
 };
 

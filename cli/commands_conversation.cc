@@ -19,10 +19,14 @@ constexpr char kConversationsUsage[] =
 
 const char* RoleWord(conversation::v1::MessageRole r) {
   switch (r) {
-    case conversation::v1::MESSAGE_ROLE_USER: return "you";
-    case conversation::v1::MESSAGE_ROLE_ASSISTANT: return "assistant";
-    case conversation::v1::MESSAGE_ROLE_SYSTEM: return "system";
-    default: return "?";
+    case conversation::v1::MESSAGE_ROLE_USER:
+      return "you";
+    case conversation::v1::MESSAGE_ROLE_ASSISTANT:
+      return "assistant";
+    case conversation::v1::MESSAGE_ROLE_SYSTEM:
+      return "system";
+    default:
+      return "?";
   }
 }
 
@@ -66,8 +70,8 @@ int New(Cli& cli, ConversationService::Stub& stub, Args args) {
   conversation::v1::Conversation resp;
   auto st = stub.CreateConversation(ctx.get(), req, &resp);
   if (!st.ok()) return cli.Fail("conversations new", st);
-  cli.Print(resp, absl::StrCat("Created conversation ", resp.id(), ". Next: aichat chat ",
-                               resp.id()));
+  cli.Print(resp,
+            absl::StrCat("Created conversation ", resp.id(), ". Next: aichat chat ", resp.id()));
   return kOk;
 }
 

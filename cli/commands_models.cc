@@ -36,8 +36,9 @@ int List(Cli& cli, AiAgentService::Stub& stub, bool include_disabled) {
   agent::v1::ListModelsResponse resp;
   auto st = stub.ListModels(ctx.get(), req, &resp);
   if (!st.ok()) return cli.Fail("models", st);
-  std::string text = absl::StrFormat("%-20s %-22s %10s %10s %10s %9s %9s\n", "model", "provider model",
-                                     "input/M", "cached/M", "output/M", "context", "max out");
+  std::string text =
+      absl::StrFormat("%-20s %-22s %10s %10s %10s %9s %9s\n", "model", "provider model", "input/M",
+                      "cached/M", "output/M", "context", "max out");
   for (const auto& m : resp.models()) absl::StrAppend(&text, ModelLine(m), "\n");
   cli.Print(resp, text);
   return kOk;

@@ -95,9 +95,10 @@ int Send(Cli& cli, const Args& in) {
   req.set_conversation_id(conversation_id);
   auto ctx = cli.Context(true, kTurnDeadline);
   if (!ctx) return kAuth;
-  auto reader = agent::v1::AiAgentService::NewStub(cli.Channel("ai-agent"))
-                    ->StreamMessage(ctx.get(), req);
-  return Finish(cli, "send", conversation_id, StreamTurn(*reader, cli.json() ? nullptr : &std::cout, false));
+  auto reader =
+      agent::v1::AiAgentService::NewStub(cli.Channel("ai-agent"))->StreamMessage(ctx.get(), req);
+  return Finish(cli, "send", conversation_id,
+                StreamTurn(*reader, cli.json() ? nullptr : &std::cout, false));
 }
 
 int Regen(Cli& cli, const Args& in) {
@@ -115,7 +116,8 @@ int Regen(Cli& cli, const Args& in) {
   if (!ctx) return kAuth;
   auto reader = agent::v1::AiAgentService::NewStub(cli.Channel("ai-agent"))
                     ->RegenerateResponse(ctx.get(), req);
-  return Finish(cli, "regen", conversation_id, StreamTurn(*reader, cli.json() ? nullptr : &std::cout, false));
+  return Finish(cli, "regen", conversation_id,
+                StreamTurn(*reader, cli.json() ? nullptr : &std::cout, false));
 }
 
 }  // namespace aichat::cli

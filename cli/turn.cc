@@ -1,8 +1,8 @@
 #include "cli/turn.h"
 
-#include <ostream>
-
 #include <google/protobuf/util/json_util.h>
+
+#include <ostream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -20,8 +20,8 @@ std::string ToJson(const google::protobuf::Message& m) {
 
 }  // namespace
 
-TurnOutcome StreamTurn(grpc::ClientReaderInterface<agent::v1::TurnEvent>& reader,
-                       std::ostream* out, bool json_events) {
+TurnOutcome StreamTurn(grpc::ClientReaderInterface<agent::v1::TurnEvent>& reader, std::ostream* out,
+                       bool json_events) {
   TurnOutcome o;
   agent::v1::TurnEvent ev;
   bool completed = false;

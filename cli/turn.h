@@ -2,11 +2,11 @@
 // arrive, then a footer with tokens and cost. Shared by `chat`, `send` and `regen`.
 #pragma once
 
+#include <grpcpp/support/sync_stream.h>
+
 #include <iosfwd>
 #include <memory>
 #include <string>
-
-#include <grpcpp/support/sync_stream.h>
 
 #include "aichat/agent/v1/agent.grpc.pb.h"
 #include "cli/client.h"
@@ -22,8 +22,8 @@ struct TurnOutcome {
 // Reads the stream to its end. With `json_events`, every event goes to `out` as one JSON
 // object a line; otherwise the deltas' text goes to `out` as it comes (nothing else: the
 // caller prints the footer). `out` may be null: print nothing.
-TurnOutcome StreamTurn(grpc::ClientReaderInterface<agent::v1::TurnEvent>& reader,
-                       std::ostream* out, bool json_events);
+TurnOutcome StreamTurn(grpc::ClientReaderInterface<agent::v1::TurnEvent>& reader, std::ostream* out,
+                       bool json_events);
 
 // "[gpt-4o-mini · 31 tokens in (3 cached), 8 out · $0.000009450]"
 std::string TurnFooter(const agent::v1::TurnResult& r);
