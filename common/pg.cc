@@ -191,8 +191,14 @@ absl::StatusOr<std::unique_ptr<PgConn>> PgPool::Connect() {
       absl::StrCat(std::max<int64_t>(1, absl::ToInt64Seconds(options_.connect_timeout)));
   std::string opts = absl::StrCat("-c TimeZone=UTC -c DateStyle=ISO -c statement_timeout=",
                                   absl::ToInt64Milliseconds(options_.statement_timeout));
-  const char* keys[] = {"dbname", "connect_timeout", "options", "application_name", nullptr};
-  const char* vals[] = {options_.url.c_str(), timeout.c_str(), opts.c_str(), "aichat", nullptr};
+  // TCP keepalives and a user timeout: a path cut without a reset (failover,
+  // partition) fails within ~30 s instead of the kernel's ~15 minutes.
+  const char* keys[] = {"dbname",         "connect_timeout",     "options",
+                        "application_name", "keepalives",        "keepalives_idle",
+                        "keepalives_interval", "keepalives_count", "tcp_user_timeout",
+                        nullptr};
+  const char* vals[] = {options_.url.c_str(), timeout.c_str(), opts.c_str(), "aichat", "1", "10",
+                        "5", "3", "30000", nullptr};
   PGconn* raw = PQconnectdbParams(keys, vals, /*expand_dbname=*/1);
   if (raw != nullptr) {
     // Server notices (e.g. "relation already exists, skipping") are not our log format.
