@@ -294,6 +294,11 @@ grpc::ServerUnaryReactor* ConversationServiceImpl::AppendMessage(
       }
       m.replaces_message_id = req->replaces_message_id();
     }
+    // The agent sizes budget reservations from stored counts: a user who could
+    // declare their own messages free would reserve nothing.
+    if (req->has_token_count() && !caller->is_service()) {
+      return absl::PermissionDeniedError("token_count may only be set by aichat services");
+    }
     m.content = req->content();
     auto rec = store_->AppendMessage(caller->user_id, req->conversation_id(), m);
     if (!rec.ok()) return rec.status();

@@ -84,11 +84,15 @@ class ConversationFixture : public ::testing::Test {
     return stub_->AppendMessage(Ctx(token, acting).get(), req, out);
   }
 
-  // A USER message from the owner's own token.
+  // A USER message from the owner's own token; with a token count it comes from
+  // the service token acting for the owner (only services may set counts).
   v1::Message MustAppend(const std::string& token, int64_t conversation_id,
                          const std::string& content, std::optional<int32_t> tokens = std::nullopt) {
     v1::Message out;
-    auto st = Append(token, 0, conversation_id, v1::MESSAGE_ROLE_USER, content, tokens, &out);
+    const bool counted = tokens.has_value();
+    const int64_t acting = counted ? (token == bob_ ? kBob : kAlice) : 0;
+    auto st = Append(counted ? service_token_ : token, acting, conversation_id,
+                     v1::MESSAGE_ROLE_USER, content, tokens, &out);
     EXPECT_TRUE(st.ok()) << st.error_message();
     return out;
   }

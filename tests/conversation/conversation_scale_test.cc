@@ -31,7 +31,7 @@ class ConversationScaleTest : public ConversationFixture {
       clients.emplace_back([&, c] {
         for (int i = c; i < kMessages; i += kClients) {
           v1::Message m;
-          auto st = Append(alice_, 0, conv.id(), v1::MESSAGE_ROLE_USER,
+          auto st = Append(service_token_, kAlice, conv.id(), v1::MESSAGE_ROLE_USER,
                            absl::StrCat("message ", i, " ", std::string(40 + i % 200, 'x')), 1, &m);
           ASSERT_TRUE(st.ok()) << st.error_message();
         }

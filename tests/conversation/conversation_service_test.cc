@@ -732,3 +732,21 @@ TEST_F(SmallResponseTest, PagesAndContextsStayUnderTheResponseBudget) {
 
 }  // namespace
 }  // namespace aichat::conversation
+
+namespace aichat::conversation {
+namespace {
+
+// Reservations are sized from stored counts, so users cannot declare their own.
+TEST_F(ConversationServiceTest, OnlyServicesSetTokenCounts) {
+  auto conv = MustCreate(alice_, "counts");
+  v1::Message out;
+  auto st = Append(alice_, 0, conv.id(), v1::MESSAGE_ROLE_USER, "free ride", 0, &out);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_NE(st.error_message().find("token_count"), std::string::npos);
+  EXPECT_TRUE(Append(service_token_, kAlice, conv.id(), v1::MESSAGE_ROLE_USER, "counted", 3, &out)
+                  .ok());
+  EXPECT_EQ(out.token_count(), 3);
+}
+
+}  // namespace
+}  // namespace aichat::conversation
