@@ -149,7 +149,6 @@ absl::StatusOr<OutboxPublisher::CycleOutcome> OutboxPublisher::Cycle(absl::Time 
   std::vector<std::unique_ptr<Call>> calls(entries.size());
   std::vector<bool> parsed(entries.size(), false);
   auto window = std::make_shared<Window>();
-  const absl::Time call_deadline = std::min(deadline, absl::Now() + options_.call_timeout);
   for (size_t i = 0; i < entries.size(); ++i) {
     auto call = std::make_unique<Call>();
     if (!call->req.mutable_event()->ParseFromString(entries[i].payload) ||
@@ -160,7 +159,6 @@ absl::StatusOr<OutboxPublisher::CycleOutcome> OutboxPublisher::Cycle(absl::Time 
     }
     parsed[i] = true;
     call->ctx.AddMetadata("authorization", absl::StrCat("Bearer ", service_token_));
-    call->ctx.set_deadline(absl::ToChronoTime(std::max(call_deadline, absl::Now())));
     {
       absl::MutexLock lock(&window->mu);
       const int max_in_flight = options_.max_in_flight;
@@ -170,6 +168,11 @@ absl::StatusOr<OutboxPublisher::CycleOutcome> OutboxPublisher::Cycle(absl::Time 
       window->mu.Await(absl::Condition(&has_room));
       ++window->in_flight;
     }
+    // Each call gets its own deadline from when it is sent, not from the start
+    // of the batch (later calls would otherwise expire before being sent).
+    call->ctx.set_deadline(absl::ToChronoTime(
+        std::max(std::min(deadline, absl::Now() + options_.call_timeout),
+                 absl::Now() + absl::Milliseconds(100))));
     Call* raw = call.get();
     calls[i] = std::move(call);
     stub_->async()->RecordUsage(&raw->ctx, &raw->req, &raw->resp,
