@@ -89,6 +89,7 @@ struct PromptRecord {
 // How a turn that reached the provider ended.
 struct PromptOutcome {
   PromptStatus status = PromptStatus::kCompleted;  // COMPLETED, FAILED or CANCELLED
+  int64_t user_message_id = 0;                     // kept if 0
   int64_t response_message_id = 0;                 // 0 when no text was saved
   std::string response_text;
   std::string reported_model;  // the model the provider said it ran
@@ -135,7 +136,8 @@ class AgentStore {
   // PENDING -> STREAMING with the user message id (no-op if already past PENDING).
   virtual absl::Status MarkStreaming(int64_t prompt_id, int64_t user_message_id) = 0;
   // A refusal or a failure before the provider was called: terminal status +
-  // error, no usage event.
+  // error, no usage event. The idempotency key is freed, so a retry with it runs
+  // afresh instead of replaying a refusal forever.
   virtual absl::Status MarkRefused(int64_t prompt_id, PromptStatus status,
                                    const std::string& error) = 0;
   // The end of a turn that reached the provider, in ONE transaction: the prompt
@@ -144,6 +146,10 @@ class AgentStore {
   // FAILED_PRECONDITION otherwise.
   virtual absl::Status FinishPrompt(int64_t prompt_id, const PromptOutcome& outcome,
                                     const std::optional<std::string>& usage_event) = 0;
+
+  // Turns left PENDING/STREAMING for longer than `older_than` belonged to a
+  // replica that died; they become FAILED. Returns how many.
+  virtual absl::StatusOr<int64_t> SweepAbandoned(absl::Duration older_than) = 0;
 
   // --- outbox ---
   // Leases up to `limit` due entries for `lease` (other replicas skip them).

@@ -26,6 +26,9 @@ void DeclareSettings(Config& config) {
              "Deadline of each call to conversation and usage");
   config.Add("budget_fail_open", "AICHAT_BUDGET_FAIL_OPEN", "true",
              "When usage is unreachable, admit turns without a budget reservation");
+  config.Add("default_requests_per_minute", "AICHAT_DEFAULT_RPM", "20",
+             "Chat turns per minute for service callers acting for a user (user tokens carry "
+             "their own limit)");
   config.Add("outbox_interval", "AICHAT_OUTBOX_INTERVAL", "1s",
              "How often the usage outbox is polled when idle");
 }
@@ -63,6 +66,9 @@ absl::StatusOr<AgentConfig> ReadSettings(const Config& config) {
   auto open = config.GetBool("budget_fail_open");
   if (!open.ok()) return open.status();
   c.turn.budget_fail_open = *open;
+  auto rpm = config.GetInt("default_requests_per_minute", 1, 1000000);
+  if (!rpm.ok()) return rpm.status();
+  c.turn.default_requests_per_minute = static_cast<int32_t>(*rpm);
   auto interval = config.GetDuration("outbox_interval");
   if (!interval.ok()) return interval.status();
   c.outbox_interval = *interval;

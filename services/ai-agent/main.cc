@@ -81,6 +81,16 @@ int Serve(const AgentConfig& cfg) {
   server.AddService(&service);
   if (auto st = server.Start(); !st.ok()) return Fail(st);
   outbox.Start();
+  // Turns of a replica that died mid-answer stay STREAMING; sweep them now and
+  // then every few minutes (any replica may do it; the update is idempotent).
+  const absl::Duration abandoned_after = cfg.turn.total_timeout + absl::Minutes(1);
+  WorkerPool* pool_ptr = workers.get();
+  std::function<void()> sweep = [&store, pool_ptr, &sweep, abandoned_after] {
+    auto n = store.SweepAbandoned(abandoned_after);
+    if (n.ok() && *n > 0) LogWarn("abandoned turns marked FAILED", {{"count", *n}});
+    pool_ptr->SubmitAfter(absl::Minutes(5), sweep);  // dropped once the pool stops
+  };
+  workers->Submit(sweep);
   WaitForTerminationSignal();
   // In-flight turns finish (or are cancelled at the end of the grace period)
   // and commit their usage events; then the outbox gets one last flush.

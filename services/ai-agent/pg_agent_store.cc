@@ -82,13 +82,19 @@ constexpr char kMarkStreaming[] =
     "user_message_id = COALESCE(NULLIF($2::bigint, 0), user_message_id) "
     "WHERE id = $1 AND status = 'PENDING' RETURNING id";
 constexpr char kMarkRefused[] =
-    "UPDATE ai_prompts SET status = $2, error = $3, completed_at = now() "
+    "UPDATE ai_prompts SET status = $2, error = $3, completed_at = now(), idempotency_key = NULL "
     "WHERE id = $1 AND status IN ('PENDING', 'STREAMING') RETURNING id";
+constexpr char kSweepAbandoned[] =
+    "UPDATE ai_prompts SET status = 'FAILED', completed_at = now(), "
+    "error = 'abandoned: the ai-agent replica running this turn stopped' "
+    "WHERE status IN ('PENDING', 'STREAMING') "
+    "AND created_at < now() - make_interval(secs => $1::bigint / 1000000.0)";
 constexpr char kFinishPrompt[] =
     "UPDATE ai_prompts SET status = $2, response_message_id = NULLIF($3::bigint, 0), "
     "response_text = $4, reported_model = $5, prompt_tokens = $6, completion_tokens = $7, "
     "cached_tokens = $8, estimated = $9, cost_nanos = $10, finish_reason = $11, error = $12, "
-    "latency_ms = $13, ttft_ms = $14, completed_at = now() "
+    "latency_ms = $13, ttft_ms = $14, completed_at = now(), "
+    "user_message_id = COALESCE(NULLIF($15::bigint, 0), user_message_id) "
     "WHERE id = $1 AND status IN ('PENDING', 'STREAMING') RETURNING event_id";
 
 #undef AICHAT_PROMPT_COLS
@@ -352,6 +358,14 @@ absl::Status PgAgentStore::MarkRefused(int64_t prompt_id, PromptStatus status,
   return MissingOr(**lease, prompt_id, absl::FailedPreconditionError("prompt already finished"));
 }
 
+absl::StatusOr<int64_t> PgAgentStore::SweepAbandoned(absl::Duration older_than) {
+  auto r = pool_->Exec(kSweepAbandoned, {Micros(older_than)});
+  if (!r.ok()) {
+    return r.status();
+  }
+  return r->affected();
+}
+
 absl::Status PgAgentStore::FinishPrompt(int64_t prompt_id, const PromptOutcome& o,
                                         const std::optional<std::string>& usage_event) {
   if (o.status != PromptStatus::kCompleted && o.status != PromptStatus::kFailed &&
@@ -367,7 +381,8 @@ absl::Status PgAgentStore::FinishPrompt(int64_t prompt_id, const PromptOutcome& 
         conn.Exec(kFinishPrompt, {prompt_id, PromptStatusName(o.status), o.response_message_id,
                                   o.response_text, o.reported_model, o.prompt_tokens,
                                   o.completion_tokens, o.cached_tokens, o.estimated, o.cost_nanos,
-                                  o.finish_reason, Truncated(o.error), o.latency_ms, o.ttft_ms});
+                                  o.finish_reason, Truncated(o.error), o.latency_ms, o.ttft_ms,
+                                  o.user_message_id});
     if (!r.ok()) {
       return r.status();
     }

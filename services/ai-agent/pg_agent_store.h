@@ -25,6 +25,7 @@ class PgAgentStore : public AgentStore {
   absl::Status MarkStreaming(int64_t prompt_id, int64_t user_message_id) override;
   absl::Status MarkRefused(int64_t prompt_id, PromptStatus status,
                            const std::string& error) override;
+  absl::StatusOr<int64_t> SweepAbandoned(absl::Duration older_than) override;
   absl::Status FinishPrompt(int64_t prompt_id, const PromptOutcome& outcome,
                             const std::optional<std::string>& usage_event) override;
 

@@ -295,7 +295,10 @@ void Turn::AfterClaim() {
   rreq.set_user_id(req_.caller.user_id);
   rreq.set_event_id(event_id_);
   rreq.set_max_cost_nanos(CostNanos(context_tokens_, 0, max_output_, model_.prices));
-  rreq.set_requests_per_minute(req_.caller.requests_per_minute);
+  // A service acting for a user carries no per-user rate in its token: apply the default.
+  rreq.set_requests_per_minute(req_.caller.requests_per_minute > 0
+                                   ? req_.caller.requests_per_minute
+                                   : deps_->options.default_requests_per_minute);
   uv1::ReserveBudgetResponse rresp;
   auto ctx = PeerContext();
   grpc::Status st = deps_->usage->ReserveBudget(ctx.get(), rreq, &rresp);
@@ -306,9 +309,9 @@ void Turn::AfterClaim() {
                                 rate ? PromptStatus::kRateLimited : PromptStatus::kBudgetExceeded);
     }
     reserved_ = true;
-  } else if (deps_->options.budget_fail_open &&
-             (st.error_code() == grpc::StatusCode::UNAVAILABLE ||
-              st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)) {
+  } else if (deps_->options.budget_fail_open && st.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    // Only "cannot reach usage" admits a turn: a slow usage (DEADLINE_EXCEEDED)
+    // is overload, and admitting under overload would let bursts skip the limits.
     if (deps_->metrics != nullptr) deps_->metrics->reservations_skipped().Increment();
     LogWarn("usage unavailable; turn admitted without a reservation",
             {{"prompt_id", prompt_id_}, {"user_id", req_.caller.user_id}});
@@ -404,12 +407,14 @@ void Turn::OnProviderDone(LlmOutcome outcome) {
                                        absl::ToDoubleSeconds(outcome.time_to_first_token));
     }
   }
-  // Tokens were consumed when anything came back, the provider reported usage, or
-  // the client cancelled after the provider had accepted the request.
-  const bool consumed = ok || !outcome.content.empty() || !outcome.usage.estimated ||
-                        (client_cancelled && outcome.http_status == 200);
+  // Tokens were consumed once the provider accepted the request (HTTP 200: it
+  // read the prompt, even if the stream then broke) or reported usage; an error
+  // answer or a connection that never got a response costs nothing.
+  const bool consumed = ok || outcome.http_status == 200 || !outcome.content.empty() ||
+                        outcome.usage.prompt_tokens + outcome.usage.completion_tokens > 0;
 
   PromptOutcome po;
+  po.user_message_id = user_message_id_;
   po.status = ok                 ? PromptStatus::kCompleted
               : client_cancelled ? PromptStatus::kCancelled
                                  : PromptStatus::kFailed;
@@ -455,7 +460,7 @@ void Turn::OnProviderDone(LlmOutcome outcome) {
         break;
       }
       if (st.error_code() != grpc::StatusCode::UNAVAILABLE) break;
-      absl::SleepFor(absl::Milliseconds(100 << attempt));
+      absl::SleepFor(absl::Milliseconds(50 << attempt));
     }
     if (!st.ok()) {
       // The text stays in the prompt row; the turn is reported as failed.
@@ -497,13 +502,18 @@ void Turn::OnProviderDone(LlmOutcome outcome) {
   absl::Status saved;
   for (int attempt = 0; attempt < 4; ++attempt) {
     saved = deps_->store->FinishPrompt(prompt_id_, po, event);
+    // A retry after a commit whose answer was lost finds the prompt finished.
+    if (attempt > 0 && absl::IsFailedPrecondition(saved)) saved = absl::OkStatus();
     if (saved.ok() || saved.code() != absl::StatusCode::kUnavailable) break;
-    absl::SleepFor(absl::Milliseconds(200 << attempt));
+    absl::SleepFor(absl::Milliseconds(100 << attempt));
   }
   if (!saved.ok()) {
-    LogError("turn outcome not saved",
-             {{"prompt_id", prompt_id_}, {"error", std::string(saved.message())}});
+    LogError("turn outcome not saved", {{"prompt_id", prompt_id_}, {"error", std::string(saved.message())}});
     if (client_status.ok()) client_status = absl::UnavailableError("the answer could not be saved");
+    // The outbox could not take the event: hand it to usage directly so the
+    // tokens are still charged (RecordUsage is idempotent on event_id). The
+    // prompt row is swept to FAILED later.
+    if (event.has_value()) RecordUsageDirectly(*event);
   } else if (event.has_value() && deps_->on_usage_committed) {
     deps_->on_usage_committed();
   }
@@ -537,24 +547,45 @@ void Turn::OnProviderDone(LlmOutcome outcome) {
 }
 
 void Turn::ReturnExisting(PromptRecord existing) {
-  // Another request with this key is still running: wait for its outcome (bounded
-  // by this call's deadline), so both callers see the same answer.
-  while (!IsTerminal(existing.status)) {
-    if (cancelled()) return Finish(absl::CancelledError("cancelled by the client"), nullptr);
-    if (absl::Now() + absl::Milliseconds(50) > req_.deadline) {
-      return Finish(
-          absl::DeadlineExceededError("the turn with this idempotency_key is still running"),
-          nullptr);
+  if (!IsTerminal(existing.status)) {
+    // Another request with this key is still running. Check again shortly
+    // (from a timer, not a sleeping worker) until it ends or this call's
+    // deadline passes, so both callers see the same answer. A turn older than
+    // any turn can live belonged to a replica that died.
+    absl::Time now = absl::Now();
+    if (existing.created_at + deps_->options.total_timeout + absl::Minutes(1) < now) {
+      (void)deps_->store->SweepAbandoned(deps_->options.total_timeout + absl::Minutes(1));
+    } else {
+      if (cancelled()) return Finish(absl::CancelledError("cancelled by the client"), nullptr);
+      if (now + absl::Milliseconds(50) > req_.deadline) {
+        return Finish(absl::DeadlineExceededError(absl::StrCat(
+                          "the turn with this idempotency_key (prompt ", existing.id,
+                          ") is still running")),
+                      nullptr);
+      }
+      deps_->workers->SubmitAfter(absl::Milliseconds(50), [self = shared_from_this()] {
+        auto again =
+            self->deps_->store->FindByIdempotencyKey(self->req_.caller.user_id,
+                                                     self->req_.idempotency_key);
+        if (absl::IsNotFound(again.status())) {
+          // The first attempt ended before reaching the provider and freed the key.
+          return self->Finish(absl::AbortedError("the earlier request with this idempotency_key "
+                                                 "was refused; retry it"),
+                              nullptr);
+        }
+        if (!again.ok()) return self->Finish(again.status(), nullptr);
+        self->ReturnExisting(*std::move(again));
+      });
+      return;
     }
-    absl::SleepFor(absl::Milliseconds(50));
     auto again = deps_->store->FindByIdempotencyKey(req_.caller.user_id, req_.idempotency_key);
     if (!again.ok()) return Finish(again.status(), nullptr);
     existing = *std::move(again);
   }
   if (existing.conversation_id != req_.conversation_id) {
-    return Finish(
-        absl::InvalidArgumentError("idempotency_key was already used for another conversation"),
-        nullptr);
+    return Finish(absl::InvalidArgumentError(
+                      "idempotency_key was already used for another conversation"),
+                  nullptr);
   }
   switch (existing.status) {
     case PromptStatus::kCompleted: {
@@ -568,17 +599,38 @@ void Turn::ReturnExisting(PromptRecord existing) {
       FillResult(existing, &result);
       return Finish(absl::OkStatus(), &result);
     }
-    case PromptStatus::kRateLimited:
-    case PromptStatus::kBudgetExceeded:
-      return Finish(absl::ResourceExhaustedError(existing.error), nullptr);
     case PromptStatus::kCancelled:
-      return Finish(absl::CancelledError("the turn with this idempotency_key was cancelled"),
+      return Finish(absl::AbortedError("the turn with this idempotency_key was cancelled"),
                     nullptr);
     default:
-      return Finish(absl::UnavailableError(absl::StrCat(
+      // Not retryable with the same key: the provider was called and may have
+      // charged; a new key starts a new turn.
+      return Finish(absl::AbortedError(absl::StrCat(
                         "the turn with this idempotency_key failed: ", existing.error)),
                     nullptr);
   }
+}
+
+void Turn::RecordUsageDirectly(const std::string& event) {
+  struct Call {
+    grpc::ClientContext ctx;
+    uv1::RecordUsageRequest req;
+    uv1::RecordUsageResponse resp;
+  };
+  auto* c = new Call;
+  c->ctx.set_deadline(absl::ToChronoTime(absl::Now() + deps_->options.peer_timeout));
+  c->ctx.AddMetadata("authorization", absl::StrCat("Bearer ", deps_->service_token));
+  if (!c->req.mutable_event()->ParseFromString(event)) {
+    delete c;
+    return;
+  }
+  deps_->usage->async()->RecordUsage(&c->ctx, &c->req, &c->resp, [c](const grpc::Status& st) {
+    if (!st.ok()) {
+      LogError("usage event lost: neither the outbox nor usage took it",
+               {{"event_id", c->req.event().event_id()}, {"code", GrpcCodeName(st.error_code())}});
+    }
+    delete c;
+  });
 }
 
 void Turn::FailBeforeProvider(const absl::Status& status,

@@ -36,6 +36,8 @@ struct TurnOptions {
   // When `usage` is unreachable, admit turns without a reservation (chat keeps
   // working; the usage events are recorded once it is back) instead of refusing.
   bool budget_fail_open = true;
+  // The request rate for callers whose token carries none (services acting for a user).
+  int32_t default_requests_per_minute = 20;
   // Looks up an API key by environment variable name; default: getenv.
   std::function<std::string(const std::string&)> api_key;
 };
@@ -98,6 +100,7 @@ class Turn : public std::enable_shared_from_this<Turn> {
   void FailBeforeProvider(const absl::Status& status, std::optional<PromptStatus> prompt_status);
   void Finish(const absl::Status& status, const v1::TurnResult* result);
   void Release();
+  void RecordUsageDirectly(const std::string& event);
   void Submit(void (Turn::*step)());
   bool cancelled();
   std::unique_ptr<grpc::ClientContext> PeerContext();
