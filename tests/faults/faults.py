@@ -65,9 +65,7 @@ class Suite:
         self.tmp = tempfile.mkdtemp(prefix="aichat-faults-")
         os.chmod(self.tmp, 0o755)
         self.state = os.path.join(self.tmp, "state")
-        mbase = free_port()
-        while mbase > 65000:
-            mbase = free_port()
+        mbase = metrics_base()
         self.env = dict(os.environ)
         for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SSL_CERT_FILE"):
             self.env.pop(k, None)
@@ -88,6 +86,10 @@ class Suite:
         r = subprocess.run([os.path.join(ROOT, "scripts/run.sh"), *args], env=self.env,
                            capture_output=True, text=True, timeout=180)
         if r.returncode != 0:
+            logs = os.path.join(self.state, "logs")
+            for name in sorted(os.listdir(logs)) if os.path.isdir(logs) else []:
+                with open(os.path.join(logs, name), "rb") as f:
+                    log("%s (tail):\n%s" % (name, f.read()[-1500:].decode("utf-8", "replace")))
             raise RuntimeError("run.sh %s failed: %s" % (args, r.stderr[-2000:]))
         return r.stderr
 
@@ -202,6 +204,27 @@ class Suite:
         subprocess.run([os.path.join(self.build, "services/user/aichat-user"), "set-role",
                         ADMIN_EMAIL, "admin"], env=env, check=True, timeout=60,
                        capture_output=True)
+
+
+def metrics_base():
+    """A base port with base..base+3 all free (run.sh puts the metrics there)."""
+    for _ in range(200):
+        base = free_port()
+        if base > 65000:
+            continue
+        try:
+            socks = []
+            for p in range(base, base + 4):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no four free consecutive ports")
 
 
 def wait_port(port, seconds):
