@@ -9,6 +9,7 @@
 # project). Ports: AICHAT_PG_PORT (5433), AICHAT_USER_PORT (50051), AICHAT_CONVERSATION_PORT
 # (50052), AICHAT_AGENT_PORT (50053), AICHAT_USAGE_PORT (50054), AICHAT_METRICS_PORT_BASE
 # (9101: user, +1 conversation, +2 ai-agent, +3 usage), AICHAT_FAKE_LLM_PORT (8089).
+# AICHAT_NO_BUILD=1 skips the build; AICHAT_START_TIMEOUT (60) seconds for each process to listen.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -33,6 +34,8 @@ declare -A DB=([user]=aichat_user [conversation]=aichat_conversation [ai-agent]=
 ORDER=(user conversation usage ai-agent)
 FAKE_PORT="${AICHAT_FAKE_LLM_PORT:-8089}"
 FAKE_BIN="$BUILD/tests/fakes/aichat-fake-llm"
+# Seconds each process may take to start listening (a loaded 2-core CI machine is slow).
+START_TIMEOUT="${AICHAT_START_TIMEOUT:-60}"
 
 # PostgreSQL refuses to run as root and needs every parent of its data directory to be
 # traversable by the postgres user (a checkout under /root is not, and $STATE is 0700). As
@@ -140,7 +143,7 @@ start_llm() {
     "$FAKE_BIN" --listen="127.0.0.1:$FAKE_PORT" --tls --cert_out="$STATE/fake-llm-cert.pem" \
       >"$STATE/logs/fake-llm.log" 2>&1 &
     echo $! >"$(pidfile fake-llm)"
-    wait_port "$FAKE_PORT" 20 || die "the fake LLM did not start; see $STATE/logs/fake-llm.log"
+    wait_port "$FAKE_PORT" "$START_TIMEOUT" || die "the fake LLM did not start; see $STATE/logs/fake-llm.log"
   fi
   echo "FAKE provider https://127.0.0.1:$FAKE_PORT/v1 (offline; set OPENAI_API_KEY for OpenAI)" \
     >"$STATE/run/llm"
@@ -168,7 +171,7 @@ start_service() {
     exec "${BIN[$svc]}" >>"$STATE/logs/$svc.log" 2>&1
   ) &
   echo $! >"$(pidfile "$svc")"
-  wait_port "${PORT[$svc]}" 30 || die "$svc did not start; see $STATE/logs/$svc.log"
+  wait_port "${PORT[$svc]}" "$START_TIMEOUT" || die "$svc did not start; see $STATE/logs/$svc.log"
 }
 
 down() {

@@ -307,7 +307,7 @@ STATUS=$("$RUN" status)
 grep -q running <<<"$STATUS" && fail "still running after down: $STATUS"
 expect_rc 6 as alice conversations
 grep -q "cannot reach the service" <<<"$ERR" || fail "service down: $ERR"
-"$RUN" up --detach >"$WORK/up2.log" 2>&1 || { cat "$WORK/up2.log"; fail "second up failed"; }
+"$RUN" up --detach >"$WORK/up2.log" 2>&1 || { cat "$WORK/up2.log"; "$RUN" status; fail "second up failed"; }
 grep -q "generating token keys" "$WORK/up2.log" && fail "the second up made new keys"
 expect_rc 0 as alice conversations
 grep -q "Alice's thread" <<<"$OUT" || fail "the conversation is gone after a restart: $OUT"
