@@ -51,7 +51,9 @@ namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 using beast::error_code;
 
-constexpr size_t kReadChunk = 8192;
+// Body bytes per read. SSE events are ~200 bytes and arrive a few at a time, and this buffer
+// lives in every open stream's coroutine frame: 2 KiB, not 8, saves 6 KiB per stream.
+constexpr size_t kReadChunk = 2048;
 
 std::chrono::steady_clock::time_point SteadyAt(absl::Time t) {
   absl::Duration left = t - absl::Now();
