@@ -469,7 +469,10 @@ void StartCall(Env* env, int64_t slot, double due, Done done) {
     AddAuth(&c->ctx, env->setup->service_token, env->deadline_s);
     auto* e = c->req.mutable_event();
     e->set_event_id(absl::StrCat("bench-", env->run_id, "-", env->seq.fetch_add(1)));
-    e->set_user_id(env->setup->user_id);
+    // Spread over --users tenants: one user's rollup rows would serialize every call.
+    int64_t users = std::max<int64_t>(1, static_cast<int64_t>(FlagD("users", 64)));
+    e->set_user_id(slot % users == 0 ? env->setup->user_id
+                                     : 1000000000LL + env->setup->user_id * 100000 + slot % users);
     e->set_conversation_id(1);
     e->set_prompt_id(1);
     e->set_model("gpt-4o-mini");

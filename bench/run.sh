@@ -119,7 +119,7 @@ PY
 streams() {
   log "scenario: $STREAMS concurrent streams, provider at one delta per second"
   # Long answers: every stream stays open through the measured window.
-  local tokens=$((RAMP + 60))
+  local tokens=$((RAMP + 35))
   fake_start --tokens_per_second=1 --answer_tokens="$tokens" --split=none
   "${DRV[@]}" --target=send --concurrency=1 --duration=1 --warmup=0 --quiet \
     --content="[[fake:tokens=1]] warm up" || true
@@ -128,7 +128,7 @@ streams() {
   sleep 1
   rss0=$(rss_kb "$pid")
   "${DRV[@]}" --target=stream --concurrency="$STREAMS" --ramp="$RAMP" --warmup=$((RAMP + 5)) \
-    --duration=20 --deadline=$((tokens + RAMP + 60)) --conversations="$STREAMS" \
+    --duration=20 --deadline=$((tokens + RAMP + 120)) --conversations="$STREAMS" \
     --label="$STREAMS streams, 1 delta/s" --json_out="$RESULTS/streams.json" &
   local drv=$!
   # Sample the agent's RSS once every stream is open (the driver first creates the
