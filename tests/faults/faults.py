@@ -69,11 +69,21 @@ class Suite:
         self.env = dict(os.environ)
         for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SSL_CERT_FILE"):
             self.env.pop(k, None)
+        # Every port distinct: an ephemeral port handed out twice (or one inside the
+        # metrics range) makes a service fail to bind at start.
+        taken = set(range(mbase, mbase + 4))
+
+        def port():
+            while True:
+                p = free_port()
+                if p not in taken:
+                    taken.add(p)
+                    return str(p)
         self.env.update({
             "AICHAT_STATE_DIR": self.state, "AICHAT_BUILD_DIR": build, "AICHAT_NO_BUILD": "1",
-            "AICHAT_PG_PORT": str(free_port()), "AICHAT_USER_PORT": str(free_port()),
-            "AICHAT_CONVERSATION_PORT": str(free_port()), "AICHAT_AGENT_PORT": str(free_port()),
-            "AICHAT_USAGE_PORT": str(free_port()), "AICHAT_FAKE_LLM_PORT": str(free_port()),
+            "AICHAT_PG_PORT": port(), "AICHAT_USER_PORT": port(),
+            "AICHAT_CONVERSATION_PORT": port(), "AICHAT_AGENT_PORT": port(),
+            "AICHAT_USAGE_PORT": port(), "AICHAT_FAKE_LLM_PORT": port(),
             "AICHAT_METRICS_PORT_BASE": str(mbase),
             "AICHAT_SHUTDOWN_GRACE": "8s", "AICHAT_OUTBOX_INTERVAL": "200ms",
         })
@@ -381,7 +391,10 @@ def check_invariants(suite, calls, failures, scenario, refused_keys=()):
             failures.check(p["id"] == u["prompt_id"] and p["user_id"] == u["user_id"] and
                            p["cost_nanos"] == u["cost_nanos"] == cost(u) and
                            p["status"] in ("COMPLETED", "FAILED", "CANCELLED"),
-                           "%s: usage record %s disagrees with prompt %s" % (scenario, u, p))
+                           "%s: usage record %s (prompt %d, %d nanos) disagrees with prompt "
+                           "row: status %s, %d nanos" % (scenario, u["event_id"], u["prompt_id"],
+                                                         u["cost_nanos"], p["status"],
+                                                         p["cost_nanos"]))
     for pid, ms in msgs_by_prompt.items():
         failures.check(pid is None or len(ms) == 1,
                        "%s: prompt %s has %d assistant messages" % (scenario, pid, len(ms)))
