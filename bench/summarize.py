@@ -54,7 +54,9 @@ out += [
     "It starts the suite with `scripts/run.sh` on free ports in `/tmp/aichat-bench-run`, "
     "with a plain-HTTP `aichat-fake-llm` in bench mode as the provider "
     "(`OPENAI_BASE_URL`/`OPENAI_API_KEY`), and always tears it down. Raw results: "
-    "`bench/results/*.json`. The driver alone: `build/bench/aichat-bench --help`.",
+    "`bench/results/*.json`. The driver alone: `build/bench/aichat-bench --help`. "
+    "CI runs a 10-second smoke of the driver (correctness, not speed): "
+    "`ctest -R bench_smoke` (labels `bench-smoke`, `e2e`; `bench/smoke.sh`).",
     "",
 ]
 targets = []
