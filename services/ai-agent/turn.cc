@@ -125,6 +125,9 @@ std::unique_ptr<grpc::ClientContext> Turn::PeerContext() {
   ctx->set_deadline(absl::ToChronoTime(deadline));
   ctx->AddMetadata("authorization", absl::StrCat("Bearer ", deps_->service_token));
   ctx->AddMetadata(kActingUserHeader, absl::StrCat(req_.caller.user_id));
+  // A peer that just restarted is reconnected to within the deadline instead of
+  // failing the call at once while the channel is in reconnect backoff.
+  ctx->set_wait_for_ready(true);
   return ctx;
 }
 
@@ -301,6 +304,7 @@ void Turn::AfterClaim() {
                                    : deps_->options.default_requests_per_minute);
   uv1::ReserveBudgetResponse rresp;
   auto ctx = PeerContext();
+  ctx->set_wait_for_ready(false);  // usage down must read UNAVAILABLE, not a timeout
   grpc::Status st = deps_->usage->ReserveBudget(ctx.get(), rreq, &rresp);
   if (st.ok()) {
     if (!rresp.allowed()) {
@@ -499,26 +503,7 @@ void Turn::OnProviderDone(LlmOutcome outcome) {
     aichat::ToProto(now, e.mutable_occurred_at());
     event = e.SerializeAsString();
   }
-  absl::Status saved;
-  for (int attempt = 0; attempt < 4; ++attempt) {
-    saved = deps_->store->FinishPrompt(prompt_id_, po, event);
-    // A retry after a commit whose answer was lost finds the prompt finished.
-    if (attempt > 0 && absl::IsFailedPrecondition(saved)) saved = absl::OkStatus();
-    if (saved.ok() || saved.code() != absl::StatusCode::kUnavailable) break;
-    absl::SleepFor(absl::Milliseconds(100 << attempt));
-  }
-  if (!saved.ok()) {
-    LogError("turn outcome not saved", {{"prompt_id", prompt_id_}, {"error", std::string(saved.message())}});
-    if (client_status.ok()) client_status = absl::UnavailableError("the answer could not be saved");
-    // The outbox could not take the event: hand it to usage directly so the
-    // tokens are still charged (RecordUsage is idempotent on event_id). The
-    // prompt row is swept to FAILED later.
-    if (event.has_value()) RecordUsageDirectly(*event);
-  } else if (event.has_value() && deps_->on_usage_committed) {
-    deps_->on_usage_committed();
-  }
   if (!consumed && reserved_) Release();
-
   if (deps_->metrics != nullptr) {
     deps_->metrics->Tokens(model_name, po.prompt_tokens, po.completion_tokens, po.cached_tokens);
     deps_->metrics->Cost(model_name, po.cost_nanos);
@@ -526,24 +511,65 @@ void Turn::OnProviderDone(LlmOutcome outcome) {
         std::max(0.0, absl::ToDoubleSeconds(now - started_at_ - outcome.duration)));
     deps_->metrics->Turn(PromptStatusName(po.status));
   }
-  if (!client_status.ok()) return Finish(client_status, nullptr);
-  v1::TurnResult result;
-  result.set_prompt_id(prompt_id_);
-  result.set_user_message_id(user_message_id_);
-  result.set_response_message_id(po.response_message_id);
-  result.set_text(outcome.content);
-  auto* u = result.mutable_usage();
-  u->set_prompt_tokens(po.prompt_tokens);
-  u->set_completion_tokens(po.completion_tokens);
-  u->set_cached_tokens(po.cached_tokens);
-  u->set_total_tokens(po.prompt_tokens + po.completion_tokens);
-  u->set_estimated(po.estimated);
-  result.set_cost_nanos(po.cost_nanos);
-  result.set_model(model_name);
-  result.set_provider_model(model_.config.provider_model);
-  result.set_finish_reason(po.finish_reason);
-  result.set_latency_ms(po.latency_ms);
-  Finish(absl::OkStatus(), &result);
+  if (client_status.ok()) {
+    auto result = std::make_unique<v1::TurnResult>();
+    result->set_prompt_id(prompt_id_);
+    result->set_user_message_id(user_message_id_);
+    result->set_response_message_id(po.response_message_id);
+    result->set_text(outcome.content);
+    auto* u = result->mutable_usage();
+    u->set_prompt_tokens(po.prompt_tokens);
+    u->set_completion_tokens(po.completion_tokens);
+    u->set_cached_tokens(po.cached_tokens);
+    u->set_total_tokens(po.prompt_tokens + po.completion_tokens);
+    u->set_estimated(po.estimated);
+    result->set_cost_nanos(po.cost_nanos);
+    result->set_model(model_name);
+    result->set_provider_model(model_.config.provider_model);
+    result->set_finish_reason(po.finish_reason);
+    result->set_latency_ms(po.latency_ms);
+    result_ = std::move(result);
+  }
+  outcome_ = std::move(po);
+  event_ = std::move(event);
+  client_status_ = client_status;
+  first_save_ = now;
+  SaveOutcome();
+}
+
+// The prompt outcome and the usage event commit together. While PostgreSQL is
+// unreachable (a restart, a failover) the save is retried from a timer: the
+// client waits for up to kAnswerWithin, then hears UNAVAILABLE (a retry with the
+// same idempotency_key returns the answer once it is saved); the save goes on
+// for up to kSaveFor. Only then is the event handed to usage directly, so the
+// tokens are charged even if the prompt row stays behind.
+void Turn::SaveOutcome() {
+  constexpr absl::Duration kAnswerWithin = absl::Seconds(10);
+  constexpr absl::Duration kSaveFor = absl::Minutes(2);
+  absl::Status saved = deps_->store->FinishPrompt(prompt_id_, outcome_, event_);
+  // A retry after a commit whose answer was lost finds the prompt finished.
+  if (save_attempts_ > 0 && absl::IsFailedPrecondition(saved)) saved = absl::OkStatus();
+  ++save_attempts_;
+  absl::Time now = absl::Now();
+  if (saved.ok()) {
+    if (event_.has_value() && deps_->on_usage_committed) deps_->on_usage_committed();
+    return Finish(client_status_, client_status_.ok() ? result_.get() : nullptr);
+  }
+  if (saved.code() == absl::StatusCode::kUnavailable && now - first_save_ < kSaveFor) {
+    if (now - first_save_ >= kAnswerWithin) {
+      Finish(absl::UnavailableError(
+                 "the answer could not be saved yet; retry with the same idempotency_key"),
+             nullptr);
+    }
+    absl::Duration delay =
+        std::min(absl::Milliseconds(100) * (1 << std::min(save_attempts_, 6)), absl::Seconds(5));
+    deps_->workers->SubmitAfter(delay, [self = shared_from_this()] { self->SaveOutcome(); });
+    return;
+  }
+  LogError("turn outcome not saved",
+           {{"prompt_id", prompt_id_}, {"error", std::string(saved.message())}});
+  if (event_.has_value()) RecordUsageDirectly(*event_);
+  Finish(absl::UnavailableError("the answer could not be saved"), nullptr);
 }
 
 void Turn::ReturnExisting(PromptRecord existing) {

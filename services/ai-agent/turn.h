@@ -96,6 +96,7 @@ class Turn : public std::enable_shared_from_this<Turn> {
   void AfterReservation();  // worker: user message, then the provider
   void StartProvider();
   void OnProviderDone(LlmOutcome outcome);  // worker
+  void SaveOutcome();                       // worker; retried from a timer
   void ReturnExisting(PromptRecord existing);
   void FailBeforeProvider(const absl::Status& status, std::optional<PromptStatus> prompt_status);
   void Finish(const absl::Status& status, const v1::TurnResult* result);
@@ -123,6 +124,14 @@ class Turn : public std::enable_shared_from_this<Turn> {
   int64_t replaces_message_id_ = 0;
   bool reserved_ = false;
   absl::Time provider_started_;
+
+  // The end of the turn, kept while the save is retried.
+  PromptOutcome outcome_;
+  std::optional<std::string> event_;
+  absl::Status client_status_;
+  std::unique_ptr<v1::TurnResult> result_;
+  absl::Time first_save_;
+  int save_attempts_ = 0;
 
   // The concurrent prompt insert and context read meet here.
   absl::Mutex join_mu_;
