@@ -58,6 +58,12 @@ constexpr char kAppendMessage[] =
     "  $8::bigint, c.updated_at FROM c "
     "RETURNING id, conversation_id, role, '', token_count, token_count_estimated, prompt_id, "
     "position, superseded, created_at";
+// The message an earlier attempt of the same append wrote (see migration 002).
+constexpr char kMessageOfPrompt[] =
+    "SELECT m.id, m.conversation_id, m.role, '', m.token_count, m.token_count_estimated, "
+    "m.prompt_id, m.position, m.superseded, m.created_at FROM messages m "
+    "JOIN conversations c ON c.id = m.conversation_id "
+    "WHERE m.conversation_id = $1 AND c.user_id = $2 AND m.prompt_id = $3 AND m.role = $4";
 constexpr char kSupersede[] =
     "UPDATE messages SET superseded = true "
     "WHERE id = $1 AND conversation_id = $2 AND position < $3 AND NOT superseded";
@@ -181,6 +187,18 @@ absl::Status PgConversationStore::DeleteConversation(int64_t user_id, int64_t id
 absl::StatusOr<MessageRecord> PgConversationStore::AppendMessage(int64_t user_id,
                                                                  int64_t conversation_id,
                                                                  const NewMessage& m) {
+  auto appended = AppendOnce(user_id, conversation_id, m);
+  if (!absl::IsAlreadyExists(appended.status()) || !m.prompt_id.has_value()) return appended;
+  // A retry of an append that already happened: answer with that message.
+  auto r = pool_->Exec(kMessageOfPrompt, {conversation_id, user_id, *m.prompt_id, RoleText(m.role)});
+  if (!r.ok()) return r.status();
+  if (r->rows() == 0) return appended.status();
+  return ReadMessage(*r, 0);
+}
+
+absl::StatusOr<MessageRecord> PgConversationStore::AppendOnce(int64_t user_id,
+                                                              int64_t conversation_id,
+                                                              const NewMessage& m) {
   const std::vector<PgArg> args = {
       conversation_id,         user_id,     RoleText(m.role),     m.content, m.token_count,
       m.token_count_estimated, m.prompt_id, m.replaces_message_id};

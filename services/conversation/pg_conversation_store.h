@@ -37,6 +37,9 @@ class PgConversationStore : public ConversationStore {
                                            int64_t max_tokens, size_t max_bytes) override;
 
  private:
+  absl::StatusOr<MessageRecord> AppendOnce(int64_t user_id, int64_t conversation_id,
+                                           const NewMessage& m);
+
   PgPool* pool_;
 };
 

@@ -750,3 +750,29 @@ TEST_F(ConversationServiceTest, OnlyServicesSetTokenCounts) {
 
 }  // namespace
 }  // namespace aichat::conversation
+
+namespace aichat::conversation {
+namespace {
+
+// The agent retries an append whose answer it lost; the retry must not duplicate.
+TEST_F(ConversationServiceTest, RetriedAppendOfAPromptsMessageReturnsTheFirst) {
+  auto conv = MustCreate(alice_, "retry");
+  v1::AppendMessageRequest req;
+  req.set_conversation_id(conv.id());
+  req.set_role(v1::MESSAGE_ROLE_ASSISTANT);
+  req.set_content("the answer");
+  req.set_prompt_id(4242);
+  v1::Message first, second;
+  ASSERT_TRUE(stub_->AppendMessage(Ctx(service_token_, kAlice).get(), req, &first).ok());
+  ASSERT_TRUE(stub_->AppendMessage(Ctx(service_token_, kAlice).get(), req, &second).ok());
+  EXPECT_EQ(first.id(), second.id());
+  EXPECT_EQ(second.position(), first.position());
+  v1::GetConversationRequest get;
+  get.set_id(conv.id());
+  v1::Conversation c;
+  ASSERT_TRUE(stub_->GetConversation(Ctx(alice_).get(), get, &c).ok());
+  EXPECT_EQ(c.message_count(), 1);
+}
+
+}  // namespace
+}  // namespace aichat::conversation
