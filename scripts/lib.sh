@@ -46,8 +46,9 @@ as_postgres() {
   if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+# free_port — one free port below the ephemeral range (see scripts/free_ports.py).
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+  python3 "$AICHAT_ROOT/scripts/free_ports.py" 1
 }
 
 # wait_port PORT [SECONDS] — until something listens on 127.0.0.1:PORT.

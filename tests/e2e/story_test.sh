@@ -33,24 +33,7 @@ export AICHAT_STATE_DIR="$WORK/state" AICHAT_NO_BUILD=1 AICHAT_BUILD_DIR="$BUILD
 
 # Free ports, chosen in one go: six single ports, then four consecutive ones for metrics.
 read -r AICHAT_PG_PORT AICHAT_USER_PORT AICHAT_CONVERSATION_PORT AICHAT_AGENT_PORT \
-  AICHAT_USAGE_PORT AICHAT_FAKE_LLM_PORT AICHAT_METRICS_PORT_BASE < <(python3 - <<'PY'
-import socket
-held, ports = [], []
-def grab(port=0):
-    s = socket.socket(); s.bind(("127.0.0.1", port)); held.append(s); return s.getsockname()[1]
-for _ in range(6):
-    ports.append(grab())
-for _ in range(200):
-    base = grab()
-    try:
-        if base > 65000: raise OSError
-        for p in range(base + 1, base + 4): grab(p)
-        ports.append(base); break
-    except OSError:
-        continue
-print(*ports)
-PY
-)
+  AICHAT_USAGE_PORT AICHAT_FAKE_LLM_PORT AICHAT_METRICS_PORT_BASE < <(python3 "$ROOT/scripts/free_ports.py" 6 4)
 export AICHAT_PG_PORT AICHAT_USER_PORT AICHAT_CONVERSATION_PORT AICHAT_AGENT_PORT \
   AICHAT_USAGE_PORT AICHAT_FAKE_LLM_PORT AICHAT_METRICS_PORT_BASE
 [[ -n "$AICHAT_METRICS_PORT_BASE" ]] || { echo "FAIL: no free ports"; exit 1; }

@@ -24,6 +24,8 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from free_ports import free_ports  # noqa: E402  (ports below the ephemeral range)
 LONG = os.environ.get("AICHAT_FAULTS_LONG") == "1"
 ADMIN_EMAIL, ADMIN_PASSWORD = "admin@faults.test", "faults-admin-Pa55word"
 # Statuses DESIGN.md documents for a chat turn. Anything else is a finding.
@@ -36,14 +38,6 @@ PG_BIN = "/usr/lib/postgresql/15/bin"
 
 def log(*a):
     print("[faults]", *a, file=sys.stderr, flush=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 class Failures:
@@ -65,25 +59,17 @@ class Suite:
         self.tmp = tempfile.mkdtemp(prefix="aichat-faults-")
         os.chmod(self.tmp, 0o755)
         self.state = os.path.join(self.tmp, "state")
-        mbase = metrics_base()
+        # Every port distinct and below the ephemeral range, so that a service restarted
+        # after a kill finds its port free (scripts/free_ports.py).
+        pg, user, conv, agent, usage, fake, mbase = free_ports(6, 4)
         self.env = dict(os.environ)
         for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SSL_CERT_FILE"):
             self.env.pop(k, None)
-        # Every port distinct: an ephemeral port handed out twice (or one inside the
-        # metrics range) makes a service fail to bind at start.
-        taken = set(range(mbase, mbase + 4))
-
-        def port():
-            while True:
-                p = free_port()
-                if p not in taken:
-                    taken.add(p)
-                    return str(p)
         self.env.update({
             "AICHAT_STATE_DIR": self.state, "AICHAT_BUILD_DIR": build, "AICHAT_NO_BUILD": "1",
-            "AICHAT_PG_PORT": port(), "AICHAT_USER_PORT": port(),
-            "AICHAT_CONVERSATION_PORT": port(), "AICHAT_AGENT_PORT": port(),
-            "AICHAT_USAGE_PORT": port(), "AICHAT_FAKE_LLM_PORT": port(),
+            "AICHAT_PG_PORT": str(pg), "AICHAT_USER_PORT": str(user),
+            "AICHAT_CONVERSATION_PORT": str(conv), "AICHAT_AGENT_PORT": str(agent),
+            "AICHAT_USAGE_PORT": str(usage), "AICHAT_FAKE_LLM_PORT": str(fake),
             "AICHAT_METRICS_PORT_BASE": str(mbase),
             "AICHAT_SHUTDOWN_GRACE": "8s", "AICHAT_OUTBOX_INTERVAL": "200ms",
         })
@@ -188,7 +174,7 @@ class Suite:
         return json.loads(r.stdout)["requests"]
 
     def start_replica(self):
-        port, mport = free_port(), free_port()
+        port, mport = free_ports(2)
         env = dict(self.env)
         env.update({
             "AICHAT_LISTEN": "127.0.0.1:%d" % port, "AICHAT_METRICS_LISTEN": "127.0.0.1:%d" % mport,
@@ -214,27 +200,6 @@ class Suite:
         subprocess.run([os.path.join(self.build, "services/user/aichat-user"), "set-role",
                         ADMIN_EMAIL, "admin"], env=env, check=True, timeout=60,
                        capture_output=True)
-
-
-def metrics_base():
-    """A base port with base..base+3 all free (run.sh puts the metrics there)."""
-    for _ in range(200):
-        base = free_port()
-        if base > 65000:
-            continue
-        try:
-            socks = []
-            for p in range(base, base + 4):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no four free consecutive ports")
 
 
 def wait_port(port, seconds):

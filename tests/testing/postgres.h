@@ -36,7 +36,7 @@ class TestPostgres {
   bool running_ = false;
 };
 
-// A free TCP port on 127.0.0.1 (bound and released; fine for tests).
+// A free TCP port on 127.0.0.1, below the ephemeral range (bound and released).
 int FreePort();
 
 }  // namespace aichat::testing
