@@ -61,4 +61,33 @@ absl::Status CheckText(std::string_view field_sv, std::string_view value, size_t
   return absl::OkStatus();
 }
 
+size_t CountCodePoints(std::string_view s) {
+  size_t n = 0;
+  for (unsigned char c : s) {
+    if ((c & 0xC0) != 0x80) ++n;
+  }
+  return n;
+}
+
+absl::Status CheckTextChars(std::string_view field, std::string_view value, size_t max_chars,
+                            bool required) {
+  // A code point is at most 4 bytes; the byte check first bounds the work.
+  if (auto st = CheckText(field, value, max_chars * 4, required); !st.ok()) return st;
+  if (CountCodePoints(value) > max_chars) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(std::string(field), " must be at most ", max_chars, " characters"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckNoSpaceOrControl(std::string_view field, std::string_view value) {
+  for (unsigned char c : value) {
+    if (c <= 0x20 || c == 0x7F) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(std::string(field), " must not contain spaces or control characters"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace aichat

@@ -15,4 +15,15 @@ bool IsValidUtf8(std::string_view s);
 absl::Status CheckText(std::string_view field, std::string_view value, size_t max_bytes,
                        bool required);
 
+// Code points in valid UTF-8 (bytes that do not continue a sequence).
+size_t CountCodePoints(std::string_view s);
+
+// CheckText with the limit in characters (code points) rather than bytes.
+absl::Status CheckTextChars(std::string_view field, std::string_view value, size_t max_chars,
+                            bool required);
+
+// INVALID_ARGUMENT naming `field` if `value` holds a space or an ASCII control character
+// (names, identifiers and addresses).
+absl::Status CheckNoSpaceOrControl(std::string_view field, std::string_view value);
+
 }  // namespace aichat

@@ -39,7 +39,4 @@ class AgentServiceImpl final : public v1::AiAgentService::CallbackService {
   const Authenticator* auth_;
 };
 
-// INVALID_ARGUMENT naming the field for a configuration an admin must not save.
-absl::Status ValidateModelConfig(const v1::ModelConfig& m);
-
 }  // namespace aichat::agent

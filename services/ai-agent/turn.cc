@@ -10,17 +10,12 @@
 #include "common/money.h"
 #include "common/proto_time.h"
 #include "common/status.h"
-#include "common/validate.h"
 
 namespace aichat::agent {
 namespace {
 
 namespace cv1 = conversation::v1;
 namespace uv1 = usage::v1;
-
-constexpr size_t kMaxContentBytes = 256 * 1024;
-constexpr size_t kMaxKeyBytes = 128;
-constexpr size_t kMaxModelBytes = 100;
 
 // Peer failures are reported with the peer named, so operators know where to look.
 absl::Status PeerError(const char* peer, const grpc::Status& st) {
@@ -63,26 +58,6 @@ void FillResult(const PromptRecord& p, v1::TurnResult* r) {
 }
 
 }  // namespace
-
-absl::Status ValidateTurnRequest(const TurnRequest& r) {
-  if (r.conversation_id <= 0) {
-    return absl::InvalidArgumentError("conversation_id must be positive");
-  }
-  if (!r.regenerate) {
-    if (auto st = CheckText("content", r.content, kMaxContentBytes, true); !st.ok()) return st;
-  }
-  if (auto st = CheckText("model", r.model, kMaxModelBytes, false); !st.ok()) return st;
-  if (auto st = CheckText("idempotency_key", r.idempotency_key, kMaxKeyBytes, false); !st.ok()) {
-    return st;
-  }
-  if (r.max_output_tokens.has_value() && *r.max_output_tokens < 1) {
-    return absl::InvalidArgumentError("max_output_tokens must be at least 1");
-  }
-  if (r.temperature.has_value() && !(*r.temperature >= 0.0 && *r.temperature <= 2.0)) {
-    return absl::InvalidArgumentError("temperature must be between 0 and 2");
-  }
-  return absl::OkStatus();
-}
 
 Turn::Turn(TurnDeps* deps, TurnRequest request, TurnSink* sink)
     : deps_(deps), req_(std::move(request)), sink_(sink), started_at_(absl::Now()) {
@@ -584,15 +559,14 @@ void Turn::ReturnExisting(PromptRecord existing) {
     } else {
       if (cancelled()) return Finish(absl::CancelledError("cancelled by the client"), nullptr);
       if (now + absl::Milliseconds(50) > req_.deadline) {
-        return Finish(absl::DeadlineExceededError(absl::StrCat(
-                          "the turn with this idempotency_key (prompt ", existing.id,
-                          ") is still running")),
-                      nullptr);
+        return Finish(
+            absl::DeadlineExceededError(absl::StrCat("the turn with this idempotency_key (prompt ",
+                                                     existing.id, ") is still running")),
+            nullptr);
       }
       deps_->workers->SubmitAfter(absl::Milliseconds(50), [self = shared_from_this()] {
-        auto again =
-            self->deps_->store->FindByIdempotencyKey(self->req_.caller.user_id,
-                                                     self->req_.idempotency_key);
+        auto again = self->deps_->store->FindByIdempotencyKey(self->req_.caller.user_id,
+                                                              self->req_.idempotency_key);
         if (absl::IsNotFound(again.status())) {
           // The first attempt ended before reaching the provider and freed the key.
           return self->Finish(absl::AbortedError("the earlier request with this idempotency_key "
@@ -609,9 +583,9 @@ void Turn::ReturnExisting(PromptRecord existing) {
     existing = *std::move(again);
   }
   if (existing.conversation_id != req_.conversation_id) {
-    return Finish(absl::InvalidArgumentError(
-                      "idempotency_key was already used for another conversation"),
-                  nullptr);
+    return Finish(
+        absl::InvalidArgumentError("idempotency_key was already used for another conversation"),
+        nullptr);
   }
   switch (existing.status) {
     case PromptStatus::kCompleted: {
@@ -631,8 +605,8 @@ void Turn::ReturnExisting(PromptRecord existing) {
     default:
       // Not retryable with the same key: the provider was called and may have
       // charged; a new key starts a new turn.
-      return Finish(absl::AbortedError(absl::StrCat(
-                        "the turn with this idempotency_key failed: ", existing.error)),
+      return Finish(absl::AbortedError(absl::StrCat("the turn with this idempotency_key failed: ",
+                                                    existing.error)),
                     nullptr);
   }
 }

@@ -24,6 +24,7 @@
 #include "services/ai-agent/agent_store.h"
 #include "services/ai-agent/llm/llm_client.h"
 #include "services/ai-agent/model_registry.h"
+#include "services/ai-agent/request_checks.h"
 
 namespace aichat::agent {
 
@@ -65,21 +66,6 @@ class TurnSink {
   // Exactly once; `result` is set when status is OK. The sink may be gone after.
   virtual void OnFinished(const grpc::Status& status, const v1::TurnResult* result) = 0;
 };
-
-struct TurnRequest {
-  Caller caller;
-  int64_t conversation_id = 0;
-  std::string content;  // empty for regenerations
-  std::string model;
-  std::string idempotency_key;
-  std::optional<int32_t> max_output_tokens;
-  std::optional<double> temperature;
-  bool regenerate = false;
-  absl::Time deadline = absl::InfiniteFuture();
-};
-
-// INVALID_ARGUMENT naming the field, before anything is written.
-absl::Status ValidateTurnRequest(const TurnRequest& request);
 
 class Turn : public std::enable_shared_from_this<Turn> {
  public:

@@ -5,18 +5,9 @@
 #include "common/page_token.h"
 #include "common/proto_time.h"
 #include "common/unary.h"
-#include "common/validate.h"
 
 namespace aichat::conversation {
 namespace {
-
-size_t CountCodePoints(std::string_view s) {
-  size_t n = 0;
-  for (unsigned char c : s) {
-    if ((c & 0xC0) != 0x80) ++n;
-  }
-  return n;
-}
 
 absl::Status CheckId(std::string_view field, int64_t id) {
   if (id <= 0)
@@ -68,21 +59,6 @@ absl::StatusOr<int64_t> ParseInt(const std::string& s) {
 
 }  // namespace
 
-int32_t EstimateTokens(std::string_view text) {
-  if (text.empty()) return 0;
-  int64_t ascii = 0;
-  int64_t other = 0;
-  for (unsigned char c : text) {
-    if (c < 0x80) {
-      ++ascii;
-    } else if ((c & 0xC0) != 0x80) {
-      ++other;  // the lead byte of a multi-byte code point
-    }
-  }
-  int64_t tokens = (ascii + 3) / 4 + other + kEstimateOverheadTokens;
-  return static_cast<int32_t>(std::min<int64_t>(tokens, kMaxMessageTokens));
-}
-
 ConversationServiceImpl::ConversationServiceImpl(ConversationStore* store,
                                                  const Authenticator* auth, WorkerPool* pool,
                                                  ConversationServiceOptions options)
@@ -101,40 +77,15 @@ absl::StatusOr<Caller> ConversationServiceImpl::Authorize(grpc::CallbackServerCo
   return caller;
 }
 
-absl::Status ConversationServiceImpl::CheckTitle(std::string_view title) const {
-  if (auto st = CheckText("title", title, options_.max_title_chars * 4, false); !st.ok()) {
-    return st;
-  }
-  if (CountCodePoints(title) > options_.max_title_chars) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("title must be at most ", options_.max_title_chars, " characters"));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status ConversationServiceImpl::CheckModel(std::string_view model) const {
-  if (auto st = CheckText("model", model, options_.max_model_chars, false); !st.ok()) return st;
-  for (unsigned char c : model) {
-    if (c <= 0x20 || c == 0x7F) {
-      return absl::InvalidArgumentError("model must not contain spaces or control characters");
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::Status ConversationServiceImpl::CheckSystemPrompt(std::string_view prompt) const {
-  return CheckText("system_prompt", prompt, options_.max_system_prompt_bytes, false);
-}
-
 grpc::ServerUnaryReactor* ConversationServiceImpl::CreateConversation(
     grpc::CallbackServerContext* ctx, const v1::CreateConversationRequest* req,
     v1::Conversation* resp) {
   return RunUnary(ctx, *pool_, [this, ctx, req, resp]() -> absl::Status {
     auto caller = Authorize(ctx);
     if (!caller.ok()) return caller.status();
-    if (auto st = CheckTitle(req->title()); !st.ok()) return st;
-    if (auto st = CheckModel(req->model()); !st.ok()) return st;
-    if (auto st = CheckSystemPrompt(req->system_prompt()); !st.ok()) return st;
+    if (auto st = CheckTitle(req->title(), options_); !st.ok()) return st;
+    if (auto st = CheckModel(req->model(), options_); !st.ok()) return st;
+    if (auto st = CheckSystemPrompt(req->system_prompt(), options_); !st.ok()) return st;
     NewConversation c{.title = req->title(),
                       .model = req->model(),
                       .system_prompt = req->system_prompt(),
@@ -215,15 +166,15 @@ grpc::ServerUnaryReactor* ConversationServiceImpl::UpdateConversation(
     if (auto st = CheckId("id", req->id()); !st.ok()) return st;
     ConversationPatch patch;
     if (req->has_title()) {
-      if (auto st = CheckTitle(req->title()); !st.ok()) return st;
+      if (auto st = CheckTitle(req->title(), options_); !st.ok()) return st;
       patch.title = req->title();
     }
     if (req->has_model()) {
-      if (auto st = CheckModel(req->model()); !st.ok()) return st;
+      if (auto st = CheckModel(req->model(), options_); !st.ok()) return st;
       patch.model = req->model();
     }
     if (req->has_system_prompt()) {
-      if (auto st = CheckSystemPrompt(req->system_prompt()); !st.ok()) return st;
+      if (auto st = CheckSystemPrompt(req->system_prompt(), options_); !st.ok()) return st;
       patch.system_prompt = req->system_prompt();
       patch.system_prompt_tokens = EstimateTokens(req->system_prompt());
     }
@@ -270,15 +221,9 @@ grpc::ServerUnaryReactor* ConversationServiceImpl::AppendMessage(
       return absl::PermissionDeniedError(
           "only aichat services may append ASSISTANT or SYSTEM messages");
     }
-    if (auto st = CheckText("content", req->content(), options_.max_content_bytes, true);
-        !st.ok()) {
-      return st;
-    }
+    if (auto st = CheckContent(req->content(), options_); !st.ok()) return st;
     if (req->has_token_count()) {
-      if (req->token_count() < 0 || req->token_count() > kMaxMessageTokens) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("token_count must be between 0 and ", kMaxMessageTokens));
-      }
+      if (auto st = CheckTokenCount(req->token_count()); !st.ok()) return st;
       m.token_count = req->token_count();
     } else {
       m.token_count = EstimateTokens(req->content());

@@ -1,22 +1,16 @@
 #include "services/user/user_service.h"
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/page_token.h"
 #include "common/proto_time.h"
 #include "common/unary.h"
-#include "common/validate.h"
+#include "services/user/user_checks.h"
 
 namespace aichat::user {
 namespace {
 
-constexpr size_t kMaxEmail = 254;
-constexpr size_t kMinPasswordChars = 8;
-constexpr size_t kMaxPasswordBytes = 1024;
-constexpr size_t kMaxDisplayName = 100;
-constexpr size_t kMaxKeyName = 100;
 constexpr char kApiKeyPrefix[] = "aik_";
 constexpr char kRefreshPrefix[] = "rt_";
 // The same text for unknown email and wrong password: no account enumeration.
@@ -53,40 +47,7 @@ void ToProto(const ApiKeyRecord& k, v1::ApiKey* out) {
   if (k.revoked_at) aichat::ToProto(*k.revoked_at, out->mutable_revoked_at());
 }
 
-size_t CountCodePoints(std::string_view s) {
-  size_t n = 0;
-  for (unsigned char c : s) {
-    if ((c & 0xC0) != 0x80) ++n;
-  }
-  return n;
-}
-
-absl::Status CheckPassword(std::string_view password) {
-  if (auto st = CheckText("password", password, kMaxPasswordBytes, true); !st.ok()) return st;
-  if (CountCodePoints(password) < kMinPasswordChars) {
-    return absl::InvalidArgumentError("password must be at least 8 characters");
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
-
-absl::StatusOr<std::string> NormalizeEmail(std::string_view raw) {
-  std::string email(absl::StripAsciiWhitespace(absl::string_view(raw.data(), raw.size())));
-  absl::AsciiStrToLower(&email);
-  if (auto st = CheckText("email", email, kMaxEmail, true); !st.ok()) return st;
-  auto at = email.find('@');
-  if (at == std::string::npos || at == 0 || at + 1 == email.size() ||
-      email.find('@', at + 1) != std::string::npos) {
-    return absl::InvalidArgumentError("email must look like name@example.com");
-  }
-  for (unsigned char c : email) {
-    if (c <= 0x20 || c == 0x7F) {
-      return absl::InvalidArgumentError("email must not contain spaces or control characters");
-    }
-  }
-  return email;
-}
 
 UserServiceImpl::UserServiceImpl(UserStore* store, const Authenticator* auth, TokenSigner signer,
                                  const PasswordHasher* hasher, WorkerPool* pool,
@@ -130,13 +91,7 @@ grpc::ServerUnaryReactor* UserServiceImpl::Register(grpc::CallbackServerContext*
     auto email = NormalizeEmail(req->email());
     if (!email.ok()) return email.status();
     if (auto st = CheckPassword(req->password()); !st.ok()) return st;
-    if (auto st = CheckText("display_name", req->display_name(), kMaxDisplayName * 4, false);
-        !st.ok()) {
-      return st;
-    }
-    if (CountCodePoints(req->display_name()) > kMaxDisplayName) {
-      return absl::InvalidArgumentError("display_name must be at most 100 characters");
-    }
+    if (auto st = CheckDisplayName(req->display_name()); !st.ok()) return st;
     auto hash = hasher_->Hash(req->password());
     if (!hash.ok()) return hash.status();
     auto user = store_->CreateUser(*email, *hash, req->display_name(),
@@ -233,7 +188,7 @@ grpc::ServerUnaryReactor* UserServiceImpl::CreateApiKey(grpc::CallbackServerCont
   return RunUnary(ctx, *pool_, [this, ctx, req, resp]() -> absl::Status {
     auto caller = auth_->Authenticate(*ctx);
     if (!caller.ok()) return caller.status();
-    if (auto st = CheckText("name", req->name(), kMaxKeyName, true); !st.ok()) return st;
+    if (auto st = CheckKeyName(req->name()); !st.ok()) return st;
     std::string key = absl::StrCat(kApiKeyPrefix, RandomToken(32));
     auto rec =
         store_->CreateApiKey(caller->user_id, req->name(), key.substr(0, 12), Sha256Hex(key));

@@ -9,6 +9,7 @@
 #include "common/jwt.h"
 #include "common/worker_pool.h"
 #include "services/user/password.h"
+#include "services/user/user_checks.h"
 #include "services/user/user_store.h"
 
 namespace aichat::user {
@@ -62,8 +63,5 @@ class UserServiceImpl final : public v1::UserService::CallbackService {
   WorkerPool* pool_;
   UserServiceOptions options_;
 };
-
-// Trims and lower-cases; INVALID_ARGUMENT naming `email` if it is not an address.
-absl::StatusOr<std::string> NormalizeEmail(std::string_view email);
 
 }  // namespace aichat::user

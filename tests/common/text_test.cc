@@ -1,5 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <string>
+#include <vector>
+
 #include "common/base64.h"
 #include "common/page_token.h"
 #include "common/validate.h"
@@ -40,6 +43,28 @@ TEST(CheckTextTest, NamesTheField) {
             std::string::npos);
   EXPECT_NE(CheckText("content", "\xff", 10, true).message().find("UTF-8"), std::string::npos);
   EXPECT_TRUE(CheckText("content", "ok", 10, true).ok());
+}
+
+TEST(CheckTextTest, LimitsInCharactersCountCodePoints) {
+  EXPECT_EQ(CountCodePoints(""), 0u);
+  EXPECT_EQ(CountCodePoints("h\xc3\xa9llo \xe2\x9c\x93 \xf0\x9f\x98\x80"), 9u);
+  // Three 2-byte characters fit a 3-character limit although they are 6 bytes.
+  EXPECT_TRUE(CheckTextChars("title", "\xc3\xa9\xc3\xa9\xc3\xa9", 3, false).ok());
+  auto st = CheckTextChars("title", "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9", 3, false);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(st.message(), "title must be at most 3 characters");
+  EXPECT_EQ(CheckTextChars("title", "\xff", 3, false).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CheckTextChars("title", "", 3, true).message(), "title is required");
+}
+
+TEST(CheckTextTest, SpacesAndControlsAreRefusedInNames) {
+  EXPECT_TRUE(CheckNoSpaceOrControl("model", "gpt-4o-mini").ok());
+  for (const std::string& bad :
+       std::vector<std::string>{"gpt 4o", "gpt\t4o", "gpt\x7f", std::string("a\0b", 3), "x\n"}) {
+    auto st = CheckNoSpaceOrControl("model", bad);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_EQ(st.message(), "model must not contain spaces or control characters");
+  }
 }
 
 TEST(PageTokenTest, RoundTripAndRejectsForeignTokens) {
