@@ -12,8 +12,8 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* bytes, size_t size) {
   std::string_view data(reinterpret_cast<const char*>(bytes), size);
   auto chunk = aichat::agent::DecodeChatChunk(data);
-  if (chunk.ok() && chunk->usage && (chunk->usage->prompt_tokens < 0 ||
-                                     chunk->usage->completion_tokens < 0)) {
+  if (chunk.ok() && chunk->usage &&
+      (chunk->usage->prompt_tokens < 0 || chunk->usage->completion_tokens < 0)) {
     std::abort();
   }
   (void)aichat::agent::DecodeChatCompletion(data);

@@ -71,7 +71,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       fprintf(stderr, "round trip: %s\n", std::string(back.status().message()).c_str());
       std::abort();
     }
-    if ( back->user_id != c.user_id || back->role != c.role ||
+    if (back->user_id != c.user_id || back->role != c.role ||
         back->requests_per_minute != c.requests_per_minute) {
       std::abort();
     }

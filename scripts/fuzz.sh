@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (SSE parser, chat JSON, JWT verifier, the text
-# validator every request check uses, the usage event validator; clang, not the
-# CMake build: they need
-# -fsanitize=fuzzer) and runs each for a while.
+# validator every request check uses, and the request validators of every service:
+# user, conversation, ai-agent turns and model configs, usage events; clang, not the
+# CMake build: they need -fsanitize=fuzzer) and runs each for a while.
 #   scripts/fuzz.sh [seconds-per-target]   default 10; e.g. 600 for a real run
 # Needs Debian clang and libclang-rt-14-dev. Corpus seeds live in fuzz/corpus/;
 # runs work on a copy, crashes are written to $OUT/<target>/ and fail the script.
@@ -46,15 +46,31 @@ build text_validate_fuzz "$ROOT/fuzz/text_validate_fuzz.cc" "$ROOT/common/valida
 pid2=$!
 wait "$pid1"
 wait "$pid2"
-targets=(sse_parser chat_chunk jwt_verify text_validate)
-if [[ -f "$PROTO_DIR/aichat/usage/v1/usage.pb.cc" ]]; then
+build user_request_fuzz "$ROOT/fuzz/user_request_fuzz.cc" "$ROOT/services/user/user_checks.cc" \
+  "$ROOT/common/validate.cc" &
+pid1=$!
+build conversation_request_fuzz "$ROOT/fuzz/conversation_request_fuzz.cc" \
+  "$ROOT/services/conversation/conversation_checks.cc" "$ROOT/common/validate.cc" &
+pid2=$!
+wait "$pid1"
+wait "$pid2"
+targets=(sse_parser chat_chunk jwt_verify text_validate user_request conversation_request)
+if [[ -f "$PROTO_DIR/aichat/usage/v1/usage.pb.cc" && -f "$PROTO_DIR/aichat/agent/v1/agent.pb.cc" ]]; then
   EXTRA_LIBS="$(pkg-config --libs protobuf absl_time absl_str_format)" \
     build usage_event_fuzz -I"$PROTO_DIR" "$ROOT/fuzz/usage_event_fuzz.cc" \
     "$ROOT/services/usage/usage_proto.cc" "$ROOT/common/validate.cc" \
-    "$PROTO_DIR/aichat/usage/v1/usage.pb.cc"
-  targets+=(usage_event)
+    "$PROTO_DIR/aichat/usage/v1/usage.pb.cc" &
+  pid1=$!
+  EXTRA_LIBS="$(pkg-config --libs protobuf absl_time)" \
+    build agent_request_fuzz -I"$PROTO_DIR" "$ROOT/fuzz/agent_request_fuzz.cc" \
+    "$ROOT/services/ai-agent/request_checks.cc" "$ROOT/common/validate.cc" \
+    "$PROTO_DIR/aichat/agent/v1/agent.pb.cc" &
+  pid2=$!
+  wait "$pid1"
+  wait "$pid2"
+  targets+=(usage_event agent_request)
 else
-  echo "fuzz.sh: no generated protos in $PROTO_DIR (build first); skipping usage_event" >&2
+  echo "fuzz.sh: no generated protos in $PROTO_DIR (build first); skipping usage_event and agent_request" >&2
 fi
 
 status=0
