@@ -408,12 +408,15 @@ def kill_scenario(suite, failures, svc, n, seconds, directive):
     return calls
 
 
-def pg_scenario(suite, failures, seconds):
-    load = Load(suite, "pg-restart", seconds, directive="[[fake:delay_ms=20]]")
+def pg_scenario(suite, failures, seconds, n):
+    # The round in the tag: idempotency keys are made from it, and a key reused for a
+    # new conversation is (rightly) refused.
+    tag = "pg-restart-%d" % n
+    load = Load(suite, tag, seconds, directive="[[fake:delay_ms=20]]")
     time.sleep(seconds * 0.35)
     suite.pg_restart()
     calls = load.finish(failures)
-    calls += probe(suite, failures, "pg-restart")
+    calls += probe(suite, failures, tag)
     drain_outbox(suite, failures)
     return calls
 
@@ -530,9 +533,9 @@ def run_load(build):
                 all_calls += kill_scenario(suite, failures, svc, n, secs, directive)
                 name = "kill-9 %s #%d" % (svc, n)
                 summary[name] = check_invariants(suite, all_calls, failures, name)
-            all_calls += pg_scenario(suite, failures, secs)
-            summary["pg-restart #%d" % n] = check_invariants(suite, all_calls, failures,
-                                                             "pg-restart")
+            all_calls += pg_scenario(suite, failures, secs, n)
+            name = "pg-restart #%d" % n
+            summary[name] = check_invariants(suite, all_calls, failures, name)
         all_calls += sigterm_scenario(suite, failures)
         summary["sigterm"] = check_invariants(suite, all_calls, failures, "sigterm ai-agent")
         all_calls += usage_down_scenario(suite, failures, secs)
@@ -544,7 +547,8 @@ def run_load(build):
         summary["budget"].update(b)
         stuck = suite.psql_json("ai-agent", "SELECT status, count(*) AS n FROM ai_prompts "
                                 "WHERE status IN ('PENDING', 'STREAMING') GROUP BY 1")
-        log("prompts left non-terminal by crashes (no sweeper yet): %s" % stuck)
+        log("prompts left non-terminal by crashes (ai-agent sweeps them to FAILED once they are "
+            "older than any turn can live): %s" % stuck)
         log("TOTAL: %d turns driven, %d OK, %.0f s" % (
             len(all_calls), sum(1 for c in all_calls if c["code"] == 0), time.time() - t0))
     finally:
