@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "common/malformed_request.h"
 #include "common/metrics.h"
 
 namespace aichat {
@@ -43,6 +44,8 @@ absl::Status ServiceServer::Start() {
   for (auto* s : services_) builder.RegisterService(s);
   auto metrics = std::make_shared<GrpcServerMetrics>(*registry_);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
+  InstallProtobufLogHandler();
+  creators.push_back(MakeMalformedRequestInterceptorFactory());  // first: the others see its status
   creators.push_back(MakeServerInterceptorFactory(metrics));
   builder.experimental().SetInterceptorCreators(std::move(creators));
   server_ = builder.BuildAndStart();

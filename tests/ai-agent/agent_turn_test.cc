@@ -276,6 +276,29 @@ TEST_F(AgentTurnTest, BadInputIsRejectedBeforeAnythingIsWritten) {
     EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.field;
     EXPECT_NE(st.error_message().find(c.field), std::string::npos) << st.error_message();
   }
+  // Invalid UTF-8 never reaches a handler (protobuf refuses to parse it); unary and
+  // streaming callers alike read INVALID_ARGUMENT naming the field.
+  v1::SendMessageRequest bad;
+  bad.set_conversation_id(conv);
+  bad.set_content("caf\xc3");  // a multi-byte character cut short
+  {
+    grpc::ClientContext ctx;
+    Authorize(ctx, UserToken(1));
+    v1::TurnResult r;
+    auto st = agent_->SendMessage(&ctx, bad, &r);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(st.error_message().rfind("content must be valid UTF-8", 0), 0u) << st.error_message();
+  }
+  {
+    grpc::ClientContext ctx;
+    Authorize(ctx, UserToken(1));
+    auto reader = agent_->StreamMessage(&ctx, bad);
+    v1::TurnEvent ev;
+    EXPECT_FALSE(reader->Read(&ev));
+    auto st = reader->Finish();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(st.error_message().rfind("content must be valid UTF-8", 0), 0u) << st.error_message();
+  }
   EXPECT_TRUE(ProviderBodies().empty());
   EXPECT_EQ(Count(*agent_pool_, "SELECT count(*) FROM ai_prompts"), 0);
   EXPECT_TRUE(Messages(1, conv).empty());

@@ -549,17 +549,20 @@ TEST_F(ConversationServiceTest, InvalidTextIsRejectedNamingTheFieldAndNothingIsW
     std::string content;
     std::string field;
   };
-  // proto3 strings must be UTF-8: gRPC's parser refuses bad bytes before any
-  // handler runs (the user service's tests pin the same), so these are only
-  // "rejected, nothing written"; CheckText repeats the check behind it.
+  // proto3 strings must be UTF-8: protobuf refuses bad bytes before any handler runs
+  // (CheckText repeats the check behind it); the caller still reads INVALID_ARGUMENT
+  // naming the field.
   for (const std::string bad : {"bad \xff utf8", "overlong \xc0\xaf", "surrogate \xed\xa0\x80"}) {
     v1::Message m;
     auto st = Append(alice_, 0, conv.id(), v1::MESSAGE_ROLE_USER, bad, std::nullopt, &m);
-    EXPECT_FALSE(st.ok()) << bad;
+    EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT) << bad;
+    EXPECT_EQ(st.error_message().rfind("content must be valid UTF-8", 0), 0u) << st.error_message();
     v1::CreateConversationRequest req;
     req.set_title(bad);
     v1::Conversation c;
-    EXPECT_FALSE(stub_->CreateConversation(Ctx(alice_).get(), req, &c).ok());
+    st = stub_->CreateConversation(Ctx(alice_).get(), req, &c);
+    EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT) << bad;
+    EXPECT_EQ(st.error_message().rfind("title must be valid UTF-8", 0), 0u) << st.error_message();
   }
   const std::vector<Bad> bad_contents = {
       {std::string("nul \0 byte", 10), "content"},
@@ -743,8 +746,8 @@ TEST_F(ConversationServiceTest, OnlyServicesSetTokenCounts) {
   auto st = Append(alice_, 0, conv.id(), v1::MESSAGE_ROLE_USER, "free ride", 0, &out);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_NE(st.error_message().find("token_count"), std::string::npos);
-  EXPECT_TRUE(Append(service_token_, kAlice, conv.id(), v1::MESSAGE_ROLE_USER, "counted", 3, &out)
-                  .ok());
+  EXPECT_TRUE(
+      Append(service_token_, kAlice, conv.id(), v1::MESSAGE_ROLE_USER, "counted", 3, &out).ok());
   EXPECT_EQ(out.token_count(), 3);
 }
 

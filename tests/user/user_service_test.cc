@@ -153,29 +153,40 @@ TEST_F(UserServiceTest, ValidationNamesTheFieldAndWritesNothing) {
   EXPECT_EQ(Count("users"), 0);
 }
 
-// proto3 strings must be UTF-8: a raw client that sends bad bytes gets an error
-// from gRPC's parser before any handler runs, and the server keeps serving.
-TEST_F(UserServiceTest, InvalidUtf8OnTheWireIsRejected) {
+// proto3 strings must be UTF-8: protobuf refuses bad bytes before any handler runs.
+// A raw client still gets INVALID_ARGUMENT naming the field (not gRPC's bare
+// UNIMPLEMENTED), nothing is written, and the server keeps serving.
+TEST_F(UserServiceTest, InvalidUtf8OnTheWireIsRejectedNamingTheField) {
   v1::RegisterRequest req;
   req.set_email("utf8@example.com");
   req.set_password(kPassword);
-  std::string wire = req.SerializeAsString();
-  // Append field 3 (display_name), length-delimited, with an invalid byte.
-  wire += std::string("\x1a\x03a\xff", 5) + "b";
-  grpc::GenericStub generic(channel_);
-  grpc::ClientContext ctx;
-  grpc::Slice slice(wire);
-  grpc::ByteBuffer request(&slice, 1);
-  grpc::ByteBuffer response;
-  absl::Notification done;
-  grpc::Status status;
-  generic.UnaryCall(&ctx, "/aichat.user.v1.UserService/Register", grpc::StubOptions(), &request,
-                    &response, [&](grpc::Status s) {
-                      status = std::move(s);
-                      done.Notify();
-                    });
-  done.WaitForNotification();
-  EXPECT_FALSE(status.ok());
+  std::string valid = req.SerializeAsString();
+  auto call = [&](const std::string& wire) {
+    grpc::GenericStub generic(channel_);
+    grpc::ClientContext ctx;
+    grpc::Slice slice(wire);
+    grpc::ByteBuffer request(&slice, 1);
+    grpc::ByteBuffer response;
+    absl::Notification done;
+    grpc::Status status;
+    generic.UnaryCall(&ctx, "/aichat.user.v1.UserService/Register", grpc::StubOptions(), &request,
+                      &response, [&](grpc::Status s) {
+                        status = std::move(s);
+                        done.Notify();
+                      });
+    done.WaitForNotification();
+    return status;
+  };
+  // Field 3 (display_name), length-delimited: "a\xffb", 3 bytes, one of them invalid.
+  const std::string bad_display_name = {'\x1a', '\x03', 'a', '\xff', 'b'};
+  grpc::Status st = call(valid + bad_display_name);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(st.error_message(),
+            "display_name must be valid UTF-8 (aichat.user.v1.RegisterRequest.display_name)");
+  // Not protobuf at all (a length running past the end): a clear refusal too.
+  st = call(valid + std::string("\x1a\x7f", 2));
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(st.error_message(), "the request is not a valid protobuf message for this method");
   EXPECT_EQ(Count("users"), 0);
   v1::User u;
   EXPECT_TRUE(Register("after@example.com", kPassword, &u).ok());
