@@ -2,12 +2,8 @@
 // and the usage outbox publisher.
 #include <grpcpp/create_channel.h>
 
-#include <iostream>
-
+#include "common/bootstrap.h"
 #include "common/log.h"
-#include "common/migrations.h"
-#include "common/pg.h"
-#include "common/server.h"
 #include "services/ai-agent/agent_metrics.h"
 #include "services/ai-agent/agent_service.h"
 #include "services/ai-agent/config.h"
@@ -20,10 +16,7 @@
 namespace aichat::agent {
 namespace {
 
-int Fail(const absl::Status& st) {
-  std::cerr << "aichat-agent: " << st.message() << "\n";
-  return 2;
-}
+constexpr char kProgram[] = "aichat-agent";
 
 std::shared_ptr<grpc::Channel> PeerChannel(const std::string& addr) {
   grpc::ChannelArguments args;
@@ -39,16 +32,11 @@ std::shared_ptr<grpc::Channel> PeerChannel(const std::string& addr) {
 int Serve(const AgentConfig& cfg) {
   SetLogService("ai-agent");
   auto verifier = TokenVerifier::Create(cfg.common.jwt_public_keys);
-  if (!verifier.ok()) return Fail(verifier.status());
-  PgPoolOptions popts;
-  popts.url = cfg.common.database_url;
-  popts.size = cfg.common.db_pool_size;
-  PgPool pool(popts);
-  if (auto st = ApplyMigrations(pool, Migrations()); !st.ok()) {
-    return Fail(absl::UnavailableError(absl::StrCat("migrations: ", st.message())));
-  }
+  if (!verifier.ok()) return StartupFailure(kProgram, verifier.status());
+  auto pool = OpenDatabase(cfg.common, Migrations());
+  if (!pool.ok()) return StartupFailure(kProgram, pool.status());
   Authenticator auth(*std::move(verifier));
-  PgAgentStore store(&pool);
+  PgAgentStore store(pool->get());
   ModelRegistry models(&store);
   HttpLlmClientOptions lopts;
   lopts.io_threads = cfg.llm_io_threads;
@@ -60,12 +48,8 @@ int Serve(const AgentConfig& cfg) {
   auto usage = usage::v1::UsageService::NewStub(usage_channel);
   auto workers = std::make_unique<WorkerPool>(cfg.common.workers);
 
-  ServiceServer server({.name = "ai-agent",
-                        .listen = cfg.common.listen,
-                        .metrics_listen = cfg.common.metrics_listen,
-                        .shutdown_grace = cfg.common.shutdown_grace,
-                        .max_message_bytes = cfg.common.max_message_bytes});
-  pool.ExportMetrics(server.registry());
+  ServiceServer server(ServerOptionsFrom("ai-agent", cfg.common));
+  (*pool)->ExportMetrics(server.registry());
   AgentMetrics metrics(server.registry());
   OutboxPublisherOptions oopts;
   oopts.idle_poll = cfg.outbox_interval;
@@ -84,7 +68,7 @@ int Serve(const AgentConfig& cfg) {
   deps.options = cfg.turn;
   AgentServiceImpl service(&deps, &auth);
   server.AddService(&service);
-  if (auto st = server.Start(); !st.ok()) return Fail(st);
+  if (auto st = server.Start(); !st.ok()) return StartupFailure(kProgram, st);
   outbox.Start();
   // Turns of a replica that died mid-answer stay STREAMING; sweep them now and
   // then every few minutes (any replica may do it; the update is idempotent).
@@ -119,10 +103,8 @@ int main(int argc, char** argv) {
       "aichat-agent: chat turns against OpenAI-compatible providers.\nUsage: aichat-agent "
       "[--flags]");
   DeclareSettings(config);
-  auto parsed = config.Parse(argc, argv);
-  if (!parsed.ok()) return Fail(parsed.status());
-  if (!*parsed) return 0;
+  if (auto exit_code = ParseServeCommandLine(config, argc, argv, kProgram)) return *exit_code;
   auto cfg = ReadSettings(config);
-  if (!cfg.ok()) return Fail(cfg.status());
+  if (!cfg.ok()) return StartupFailure(kProgram, cfg.status());
   return Serve(*cfg);
 }

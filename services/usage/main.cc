@@ -1,11 +1,7 @@
 // aichat-usage: the usage service — the ledger, summaries, budgets and rate limits.
-#include <iostream>
-
 #include "absl/time/clock.h"
+#include "common/bootstrap.h"
 #include "common/log.h"
-#include "common/migrations.h"
-#include "common/pg.h"
-#include "common/server.h"
 #include "services/usage/config.h"
 #include "services/usage/migrations.h"
 #include "services/usage/pg_usage_store.h"
@@ -14,39 +10,23 @@
 namespace aichat::usage {
 namespace {
 
-int Fail(const absl::Status& st) {
-  std::cerr << "aichat-usage: " << st.message() << "\n";
-  return 2;
-}
+constexpr char kProgram[] = "aichat-usage";
 
 int Serve(const UsageConfig& cfg) {
   SetLogService("usage");
   auto verifier = TokenVerifier::Create(cfg.common.jwt_public_keys);
-  if (!verifier.ok()) {
-    return Fail(verifier.status());
-  }
-  PgPoolOptions opts;
-  opts.url = cfg.common.database_url;
-  opts.size = cfg.common.db_pool_size;
-  PgPool pool(opts);
-  if (auto st = ApplyMigrations(pool, Migrations()); !st.ok()) {
-    return Fail(absl::UnavailableError(absl::StrCat("migrations: ", st.message())));
-  }
+  if (!verifier.ok()) return StartupFailure(kProgram, verifier.status());
+  auto pool = OpenDatabase(cfg.common, Migrations());
+  if (!pool.ok()) return StartupFailure(kProgram, pool.status());
   Authenticator auth(*std::move(verifier));
   WorkerPool workers(cfg.common.workers);
-  PgUsageStore store(&pool, cfg.store);
+  PgUsageStore store(pool->get(), cfg.store);
 
-  ServiceServer server({.name = "usage",
-                        .listen = cfg.common.listen,
-                        .metrics_listen = cfg.common.metrics_listen,
-                        .shutdown_grace = cfg.common.shutdown_grace,
-                        .max_message_bytes = cfg.common.max_message_bytes});
-  pool.ExportMetrics(server.registry());
+  ServiceServer server(ServerOptionsFrom("usage", cfg.common));
+  (*pool)->ExportMetrics(server.registry());
   UsageServiceImpl service(&store, &auth, &workers, server.registry(), [] { return absl::Now(); });
   server.AddService(&service);
-  if (auto st = server.Start(); !st.ok()) {
-    return Fail(st);
-  }
+  if (auto st = server.Start(); !st.ok()) return StartupFailure(kProgram, st);
   WaitForTerminationSignal();
   server.Shutdown();
   return 0;
@@ -63,20 +43,8 @@ int main(int argc, char** argv) {
       "aichat-usage: exact token and cost ledger, usage summaries, budgets and rate limits.\n"
       "Usage: aichat-usage [--flags]");
   DeclareSettings(config);
-  auto parsed = config.Parse(argc, argv);
-  if (!parsed.ok()) {
-    return Fail(parsed.status());
-  }
-  if (!*parsed) {
-    return 0;
-  }
-  if (!config.positional().empty() && config.positional()[0] != "serve") {
-    return Fail(absl::InvalidArgumentError(
-        absl::StrCat("unknown command ", config.positional()[0], " (see --help)")));
-  }
+  if (auto exit_code = ParseServeCommandLine(config, argc, argv, kProgram)) return *exit_code;
   auto cfg = ReadSettings(config);
-  if (!cfg.ok()) {
-    return Fail(cfg.status());
-  }
+  if (!cfg.ok()) return StartupFailure(kProgram, cfg.status());
   return Serve(*cfg);
 }

@@ -6,10 +6,8 @@
 #include <iostream>
 
 #include "absl/time/clock.h"
+#include "common/bootstrap.h"
 #include "common/log.h"
-#include "common/migrations.h"
-#include "common/pg.h"
-#include "common/server.h"
 #include "services/user/config.h"
 #include "services/user/migrations.h"
 #include "services/user/pg_user_store.h"
@@ -18,10 +16,9 @@
 namespace aichat::user {
 namespace {
 
-int Fail(const absl::Status& st) {
-  std::cerr << "aichat-user: " << st.message() << "\n";
-  return 2;
-}
+constexpr char kProgram[] = "aichat-user";
+
+int Fail(const absl::Status& st) { return StartupFailure(kProgram, st); }
 
 int KeyGen() {
   KeyPair kp = GenerateKeyPair();
@@ -43,13 +40,6 @@ int MintServiceToken(const UserConfig& cfg) {
   return 0;
 }
 
-std::unique_ptr<PgPool> OpenDatabase(const UserConfig& cfg) {
-  PgPoolOptions opts;
-  opts.url = cfg.common.database_url;
-  opts.size = cfg.common.db_pool_size;
-  return std::make_unique<PgPool>(opts);
-}
-
 int SetRole(const UserConfig& cfg, const std::string& email_arg, const std::string& role_arg) {
   auto email = NormalizeEmail(email_arg);
   if (!email.ok()) return Fail(email.status());
@@ -57,9 +47,9 @@ int SetRole(const UserConfig& cfg, const std::string& email_arg, const std::stri
   if (!role.ok() || *role == Role::kService) {
     return Fail(absl::InvalidArgumentError("ROLE must be user or admin"));
   }
-  auto pool = OpenDatabase(cfg);
-  if (auto st = ApplyMigrations(*pool, Migrations()); !st.ok()) return Fail(st);
-  PgUserStore store(pool.get());
+  auto pool = OpenDatabase(cfg.common, Migrations());
+  if (!pool.ok()) return Fail(pool.status());
+  PgUserStore store(pool->get());
   auto user = store.FindUserByEmail(*email);
   if (!user.ok()) return Fail(absl::NotFoundError("no account with that email; Register first"));
   auto updated = store.SetRole(user->id, *role);
@@ -75,22 +65,16 @@ int Serve(const UserConfig& cfg) {
   if (!verifier.ok()) return Fail(verifier.status());
   auto signer = TokenSigner::Create(cfg.signing_key);
   if (!signer.ok()) return Fail(signer.status());
-  auto pool = OpenDatabase(cfg);
-  if (auto st = ApplyMigrations(*pool, Migrations()); !st.ok()) {
-    return Fail(absl::UnavailableError(absl::StrCat("migrations: ", st.message())));
-  }
+  auto pool = OpenDatabase(cfg.common, Migrations());
+  if (!pool.ok()) return Fail(pool.status());
   Authenticator auth(*std::move(verifier));
   PasswordHasher hasher(cfg.password);
   WorkerPool workers(cfg.common.workers);
-  PgUserStore store(pool.get());
+  PgUserStore store(pool->get());
   UserServiceImpl service(&store, &auth, *std::move(signer), &hasher, &workers, cfg.service);
 
-  ServiceServer server({.name = "user",
-                        .listen = cfg.common.listen,
-                        .metrics_listen = cfg.common.metrics_listen,
-                        .shutdown_grace = cfg.common.shutdown_grace,
-                        .max_message_bytes = cfg.common.max_message_bytes});
-  pool->ExportMetrics(server.registry());
+  ServiceServer server(ServerOptionsFrom("user", cfg.common));
+  (*pool)->ExportMetrics(server.registry());
   server.AddService(&service);
   if (auto st = server.Start(); !st.ok()) return Fail(st);
   WaitForTerminationSignal();
