@@ -137,27 +137,40 @@ void Turn::Prepare() {
     max_output_ = *req_.max_output_tokens;
   }
   int64_t budget = int64_t{model_.config.context_window} - max_output_;
+  int64_t own = 0;
   if (!req_.regenerate) {
-    int64_t own = EstimateTokens(req_.content) + 4;
+    own = EstimateTokens(req_.content) + 4;
     if (own > budget) {
       return Finish(absl::InvalidArgumentError(absl::StrCat(
                         "content is too long for the context window of model ", model_.config.name,
                         " (about ", own, " tokens; at most ", budget, ")")),
                     nullptr);
     }
-    return Claim();
   }
-  // Regeneration: the context ends at the last user message; the answer after it
-  // (if any) is the one being replaced.
+  // The context comes first (a read): the reservation is sized from it, and then the
+  // reservation and the prompt row are written at the same time.
   cv1::GetContextRequest greq;
   greq.set_conversation_id(req_.conversation_id);
-  greq.set_max_tokens(static_cast<int32_t>(std::min<int64_t>(budget, INT32_MAX)));
+  greq.set_max_tokens(static_cast<int32_t>(std::clamp<int64_t>(budget - own, 1, INT32_MAX)));
   cv1::GetContextResponse gresp;
   {
     auto ctx = PeerContext();
     grpc::Status st = deps_->conversation->GetContext(ctx.get(), greq, &gresp);
     if (!st.ok()) return Finish(PeerError("conversation", st), nullptr);
   }
+  if (!gresp.system_prompt().empty()) messages_.push_back({"system", gresp.system_prompt()});
+  context_tokens_ = gresp.system_prompt_tokens();
+  if (!req_.regenerate) {
+    for (const auto& m : gresp.messages()) {
+      messages_.push_back({RoleName(m.role()), m.content()});
+      context_tokens_ += m.token_count();
+    }
+    messages_.push_back({"user", req_.content});
+    context_tokens_ += own;
+    return Claim();
+  }
+  // Regeneration: the context ends at the last user message; the answer after it
+  // (if any) is the one being replaced.
   int last_user = -1;
   for (int i = gresp.messages_size() - 1; i >= 0; --i) {
     if (gresp.messages(i).role() == cv1::MESSAGE_ROLE_USER) {
@@ -176,8 +189,6 @@ void Turn::Prepare() {
     }
   }
   user_message_id_ = gresp.messages(last_user).id();
-  if (!gresp.system_prompt().empty()) messages_.push_back({"system", gresp.system_prompt()});
-  context_tokens_ = gresp.system_prompt_tokens();
   for (int i = 0; i <= last_user; ++i) {
     messages_.push_back({RoleName(gresp.messages(i).role()), gresp.messages(i).content()});
     context_tokens_ += gresp.messages(i).token_count();
@@ -200,7 +211,7 @@ void Turn::Claim() {
   p.replaces_message_id = replaces_message_id_;
   {
     absl::MutexLock lock(&join_mu_);
-    pending_ = req_.regenerate ? 1 : 2;
+    pending_ = 2;
   }
   auto arrive = [self = shared_from_this()] {
     bool last;
@@ -210,22 +221,26 @@ void Turn::Claim() {
     }
     if (last) self->Submit(&Turn::AfterClaim);
   };
-  if (!req_.regenerate) {
-    // The context read runs while the prompt row is written.
-    int64_t budget =
-        int64_t{model_.config.context_window} - max_output_ - (EstimateTokens(req_.content) + 4);
-    context_req_.set_conversation_id(req_.conversation_id);
-    context_req_.set_max_tokens(static_cast<int32_t>(std::clamp<int64_t>(budget, 1, INT32_MAX)));
-    context_ctx_ = PeerContext();
-    deps_->conversation->async()->GetContext(context_ctx_.get(), &context_req_, &context_,
-                                             [self = shared_from_this(), arrive](grpc::Status st) {
-                                               {
-                                                 absl::MutexLock lock(&self->join_mu_);
-                                                 self->context_status_ = std::move(st);
-                                               }
-                                               arrive();
-                                             });
-  }
+  // The reservation (a commit in usage) runs while the prompt row is committed here:
+  // one durable write on the way to the first token instead of two. Worst case: the
+  // whole context at the input price plus every allowed answer token.
+  reserve_req_.set_user_id(req_.caller.user_id);
+  reserve_req_.set_event_id(event_id_);
+  reserve_req_.set_max_cost_nanos(CostNanos(context_tokens_, 0, max_output_, model_.prices));
+  // A service acting for a user carries no per-user rate in its token: apply the default.
+  reserve_req_.set_requests_per_minute(req_.caller.requests_per_minute > 0
+                                           ? req_.caller.requests_per_minute
+                                           : deps_->options.default_requests_per_minute);
+  reserve_ctx_ = PeerContext();
+  reserve_ctx_->set_wait_for_ready(false);  // usage down must read UNAVAILABLE, not a timeout
+  deps_->usage->async()->ReserveBudget(reserve_ctx_.get(), &reserve_req_, &reserve_resp_,
+                                       [self = shared_from_this(), arrive](grpc::Status st) {
+                                         {
+                                           absl::MutexLock lock(&self->join_mu_);
+                                           self->reserve_status_ = std::move(st);
+                                         }
+                                         arrive();
+                                       });
   auto claim = deps_->store->InsertPrompt(p);
   {
     absl::MutexLock lock(&join_mu_);
@@ -236,58 +251,35 @@ void Turn::Claim() {
 
 void Turn::AfterClaim() {
   absl::StatusOr<PromptRecord> claim = absl::UnknownError("unset");
-  grpc::Status context_status;
+  grpc::Status st;
+  uv1::ReserveBudgetResponse rresp;
   {
     absl::MutexLock lock(&join_mu_);
     claim = claim_;
-    context_status = context_status_;
+    st = reserve_status_;
+    rresp = reserve_resp_;
   }
+  // An admission this turn will not use goes back at once (its budget share; the
+  // rate window still counts it, as it counts any admitted request).
+  reserved_ = st.ok() && rresp.allowed();
   if (absl::IsAlreadyExists(claim.status())) {
     // A concurrent request with the same idempotency key won the race.
+    if (reserved_) Release();
     auto existing = deps_->store->FindByIdempotencyKey(req_.caller.user_id, req_.idempotency_key);
     if (!existing.ok()) return Finish(existing.status(), nullptr);
     return ReturnExisting(*std::move(existing));
   }
-  if (!claim.ok()) return Finish(claim.status(), nullptr);
+  if (!claim.ok()) {
+    if (reserved_) Release();
+    return Finish(claim.status(), nullptr);
+  }
   prompt_id_ = claim->id;
-  if (!req_.regenerate) {
-    if (!context_status.ok()) {
-      return FailBeforeProvider(PeerError("conversation", context_status), PromptStatus::kFailed);
-    }
-    if (!context_.system_prompt().empty())
-      messages_.push_back({"system", context_.system_prompt()});
-    context_tokens_ = context_.system_prompt_tokens();
-    for (const auto& m : context_.messages()) {
-      messages_.push_back({RoleName(m.role()), m.content()});
-      context_tokens_ += m.token_count();
-    }
-    messages_.push_back({"user", req_.content});
-    context_tokens_ += EstimateTokens(req_.content) + 4;
-  }
-  if (cancelled()) {
-    return FailBeforeProvider(absl::CancelledError("cancelled by the client"),
-                              PromptStatus::kCancelled);
-  }
-  // Worst case: the whole context at the input price plus every allowed answer token.
-  uv1::ReserveBudgetRequest rreq;
-  rreq.set_user_id(req_.caller.user_id);
-  rreq.set_event_id(event_id_);
-  rreq.set_max_cost_nanos(CostNanos(context_tokens_, 0, max_output_, model_.prices));
-  // A service acting for a user carries no per-user rate in its token: apply the default.
-  rreq.set_requests_per_minute(req_.caller.requests_per_minute > 0
-                                   ? req_.caller.requests_per_minute
-                                   : deps_->options.default_requests_per_minute);
-  uv1::ReserveBudgetResponse rresp;
-  auto ctx = PeerContext();
-  ctx->set_wait_for_ready(false);  // usage down must read UNAVAILABLE, not a timeout
-  grpc::Status st = deps_->usage->ReserveBudget(ctx.get(), rreq, &rresp);
   if (st.ok()) {
     if (!rresp.allowed()) {
       bool rate = rresp.reason() == uv1::REFUSAL_REASON_RATE_LIMITED;
       return FailBeforeProvider(absl::ResourceExhaustedError(rresp.message()),
                                 rate ? PromptStatus::kRateLimited : PromptStatus::kBudgetExceeded);
     }
-    reserved_ = true;
   } else if (deps_->options.budget_fail_open && st.error_code() == grpc::StatusCode::UNAVAILABLE) {
     // Only "cannot reach usage" admits a turn: a slow usage (DEADLINE_EXCEEDED)
     // is overload, and admitting under overload would let bursts skip the limits.
@@ -296,6 +288,10 @@ void Turn::AfterClaim() {
             {{"prompt_id", prompt_id_}, {"user_id", req_.caller.user_id}});
   } else {
     return FailBeforeProvider(PeerError("usage", st), PromptStatus::kFailed);
+  }
+  if (cancelled()) {
+    return FailBeforeProvider(absl::CancelledError("cancelled by the client"),
+                              PromptStatus::kCancelled);
   }
   AfterReservation();
 }

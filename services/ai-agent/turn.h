@@ -76,9 +76,9 @@ class Turn : public std::enable_shared_from_this<Turn> {
   Turn(TurnDeps* deps, TurnRequest request, TurnSink* sink);
 
  private:
-  void Prepare();           // worker: idempotency lookup, conversation, model
-  void Claim();             // worker: prompt row (and the context, concurrently)
-  void AfterClaim();        // worker: reservation
+  void Prepare();           // worker: idempotency lookup, conversation, model, context
+  void Claim();             // worker: prompt row and reservation, concurrently
+  void AfterClaim();        // worker: the outcomes of both
   void AfterReservation();  // worker: user message, then the provider
   void StartProvider();
   void OnProviderDone(LlmOutcome outcome);  // worker
@@ -119,14 +119,14 @@ class Turn : public std::enable_shared_from_this<Turn> {
   absl::Time first_save_;
   int save_attempts_ = 0;
 
-  // The concurrent prompt insert and context read meet here.
+  // The concurrent prompt insert and reservation meet here.
   absl::Mutex join_mu_;
   int pending_ ABSL_GUARDED_BY(join_mu_) = 0;
   absl::StatusOr<PromptRecord> claim_ ABSL_GUARDED_BY(join_mu_) = absl::UnknownError("unset");
-  grpc::Status context_status_ ABSL_GUARDED_BY(join_mu_);
-  conversation::v1::GetContextResponse context_ ABSL_GUARDED_BY(join_mu_);
-  std::unique_ptr<grpc::ClientContext> context_ctx_;
-  conversation::v1::GetContextRequest context_req_;
+  grpc::Status reserve_status_ ABSL_GUARDED_BY(join_mu_);
+  usage::v1::ReserveBudgetResponse reserve_resp_ ABSL_GUARDED_BY(join_mu_);
+  std::unique_ptr<grpc::ClientContext> reserve_ctx_;
+  usage::v1::ReserveBudgetRequest reserve_req_;
 
   absl::Mutex mu_;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
