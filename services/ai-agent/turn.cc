@@ -257,8 +257,8 @@ void Turn::AfterClaim() {
     absl::MutexLock lock(&join_mu_);
     claim = claim_;
     st = reserve_status_;
-    rresp = reserve_resp_;
   }
+  rresp = std::move(reserve_resp_);
   // An admission this turn will not use goes back at once (its budget share; the
   // rate window still counts it, as it counts any admitted request).
   reserved_ = st.ok() && rresp.allowed();

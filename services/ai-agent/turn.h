@@ -124,7 +124,9 @@ class Turn : public std::enable_shared_from_this<Turn> {
   int pending_ ABSL_GUARDED_BY(join_mu_) = 0;
   absl::StatusOr<PromptRecord> claim_ ABSL_GUARDED_BY(join_mu_) = absl::UnknownError("unset");
   grpc::Status reserve_status_ ABSL_GUARDED_BY(join_mu_);
-  usage::v1::ReserveBudgetResponse reserve_resp_ ABSL_GUARDED_BY(join_mu_);
+  // gRPC fills the response before the reservation's callback arrives; it is read
+  // only after both halves have arrived (the last arrival holds join_mu_ last).
+  usage::v1::ReserveBudgetResponse reserve_resp_;
   std::unique_ptr<grpc::ClientContext> reserve_ctx_;
   usage::v1::ReserveBudgetRequest reserve_req_;
 
