@@ -62,10 +62,20 @@ pg_data_dir() {
 
 pidfile() { echo "$STATE/run/$1.pid"; }
 
+# alive PID — the process exists and has not exited. A process that has exited but is
+# not reaped yet (a zombie) still answers kill -0; counting it as running would keep
+# `up` from restarting a service that has just stopped.
+alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ "${stat##*) }" != Z* ]]
+}
+
 running() {
   local f
   f=$(pidfile "$1")
-  [[ -f "$f" ]] && kill -0 "$(cat "$f")" 2>/dev/null
+  [[ -f "$f" ]] && alive "$(cat "$f")"
 }
 
 stop_one() {
@@ -73,9 +83,9 @@ stop_one() {
   f=$(pidfile "$name")
   [[ -f "$f" ]] || return 0
   pid=$(cat "$f")
-  if kill -0 "$pid" 2>/dev/null; then
+  if alive "$pid"; then
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 1 100); do alive "$pid" || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$f"
