@@ -371,6 +371,10 @@ TEST_F(Abuse, TokenAttacksOnEveryService) {
   };
   for (auto& [name, call] : EveryService(*users_, *convs_, *agents_, *usages_)) {
     auto good = call(a.token, 0);
+    // The previous method's last attack (a header over the limit) may have made the
+    // server drop that HTTP/2 connection ("Socket closed" on the next call on the same
+    // channel); a client retries UNAVAILABLE, and so does this probe, once.
+    if (good.error_code() == StatusCode::UNAVAILABLE) good = call(a.token, 0);
     EXPECT_TRUE(good.ok()) << name << " rejects a good token: " << good.error_code() << " "
                            << good.error_message();
     for (auto& [attack, token] : attacks) {
