@@ -200,12 +200,7 @@ void ToProto(const PromptRecord& p, v1::Prompt* out) {
   out->set_model(p.model);
   out->set_provider_model(p.provider_model);
   out->set_error(p.error);
-  auto* u = out->mutable_usage();
-  u->set_prompt_tokens(p.prompt_tokens);
-  u->set_completion_tokens(p.completion_tokens);
-  u->set_cached_tokens(p.cached_tokens);
-  u->set_total_tokens(p.prompt_tokens + p.completion_tokens);
-  u->set_estimated(p.estimated);
+  FillUsage(p, out->mutable_usage());
   out->set_cost_nanos(p.cost_nanos);
   out->set_finish_reason(p.finish_reason);
   out->set_latency_ms(p.latency_ms);

@@ -44,12 +44,7 @@ void FillResult(const PromptRecord& p, v1::TurnResult* r) {
   r->set_user_message_id(p.user_message_id);
   r->set_response_message_id(p.response_message_id);
   r->set_text(p.response_text);
-  auto* u = r->mutable_usage();
-  u->set_prompt_tokens(p.prompt_tokens);
-  u->set_completion_tokens(p.completion_tokens);
-  u->set_cached_tokens(p.cached_tokens);
-  u->set_total_tokens(p.prompt_tokens + p.completion_tokens);
-  u->set_estimated(p.estimated);
+  FillUsage(p, r->mutable_usage());
   r->set_cost_nanos(p.cost_nanos);
   r->set_model(p.model);
   r->set_provider_model(p.provider_model);
@@ -252,13 +247,12 @@ void Turn::Claim() {
 void Turn::AfterClaim() {
   absl::StatusOr<PromptRecord> claim = absl::UnknownError("unset");
   grpc::Status st;
-  uv1::ReserveBudgetResponse rresp;
   {
     absl::MutexLock lock(&join_mu_);
     claim = claim_;
     st = reserve_status_;
   }
-  rresp = std::move(reserve_resp_);
+  const uv1::ReserveBudgetResponse rresp = std::move(reserve_resp_);
   // An admission this turn will not use goes back at once (its budget share; the
   // rate window still counts it, as it counts any admitted request).
   reserved_ = st.ok() && rresp.allowed();
@@ -488,12 +482,7 @@ void Turn::OnProviderDone(LlmOutcome outcome) {
     result->set_user_message_id(user_message_id_);
     result->set_response_message_id(po.response_message_id);
     result->set_text(outcome.content);
-    auto* u = result->mutable_usage();
-    u->set_prompt_tokens(po.prompt_tokens);
-    u->set_completion_tokens(po.completion_tokens);
-    u->set_cached_tokens(po.cached_tokens);
-    u->set_total_tokens(po.prompt_tokens + po.completion_tokens);
-    u->set_estimated(po.estimated);
+    FillUsage(po, result->mutable_usage());
     result->set_cost_nanos(po.cost_nanos);
     result->set_model(model_name);
     result->set_provider_model(model_.config.provider_model);

@@ -67,6 +67,17 @@ class TurnSink {
   virtual void OnFinished(const grpc::Status& status, const v1::TurnResult* result) = 0;
 };
 
+// The token figures every result and prompt carries, from a PromptRecord or a
+// PromptOutcome (both have the same usage fields).
+template <typename Prompt>
+void FillUsage(const Prompt& p, v1::Usage* u) {
+  u->set_prompt_tokens(p.prompt_tokens);
+  u->set_completion_tokens(p.completion_tokens);
+  u->set_cached_tokens(p.cached_tokens);
+  u->set_total_tokens(p.prompt_tokens + p.completion_tokens);
+  u->set_estimated(p.estimated);
+}
+
 class Turn : public std::enable_shared_from_this<Turn> {
  public:
   static std::shared_ptr<Turn> Start(TurnDeps* deps, TurnRequest request, TurnSink* sink);
