@@ -51,6 +51,16 @@ free_port() {
   python3 "$AICHAT_ROOT/scripts/free_ports.py" 1
 }
 
+# alive PID — the process exists and has not exited. A process that has exited but is
+# not reaped yet (a zombie) still answers kill -0; counting it as running would keep
+# `run.sh up` from restarting a service that has just stopped.
+alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ "${stat##*) }" != Z* ]]
+}
+
 # wait_port PORT [SECONDS] — until something listens on 127.0.0.1:PORT.
 wait_port() {
   local port=$1 deadline=$((SECONDS + ${2:-30}))

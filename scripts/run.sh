@@ -62,16 +62,6 @@ pg_data_dir() {
 
 pidfile() { echo "$STATE/run/$1.pid"; }
 
-# alive PID — the process exists and has not exited. A process that has exited but is
-# not reaped yet (a zombie) still answers kill -0; counting it as running would keep
-# `up` from restarting a service that has just stopped.
-alive() {
-  kill -0 "$1" 2>/dev/null || return 1
-  local stat
-  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-  [[ "${stat##*) }" != Z* ]]
-}
-
 running() {
   local f
   f=$(pidfile "$1")

@@ -285,9 +285,8 @@ expect_rc 0 as alice login alice@example.com <<<"alice's long password"
 step "down stops everything; a second up finds the same data"
 PIDS=$(cat "$AICHAT_STATE_DIR"/run/*.pid)
 "$RUN" down >/dev/null 2>&1
-# Exited: gone, or a zombie its new parent has not reaped yet (it holds nothing).
-exited() { local stat; stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0; [[ "${stat##*) }" == Z* ]]; }
-for pid in $PIDS; do exited "$pid" || fail "pid $pid still runs after down"; done
+# alive (scripts/lib.sh) counts a zombie its new parent has not reaped yet as exited.
+for pid in $PIDS; do ! alive "$pid" || fail "pid $pid still runs after down"; done
 STATUS=$("$RUN" status)
 grep -q running <<<"$STATUS" && fail "still running after down: $STATUS"
 expect_rc 6 as alice conversations
