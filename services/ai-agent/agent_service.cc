@@ -1,7 +1,5 @@
 #include "services/ai-agent/agent_service.h"
 
-#include <deque>
-
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/page_token.h"
@@ -12,7 +10,8 @@
 namespace aichat::agent {
 namespace {
 
-TurnRequest FromSend(const Caller& caller, const v1::SendMessageRequest& req, absl::Time deadline) {
+TurnRequest FromSend(const Caller& caller, const v1::SendMessageRequest& req,
+                     grpc::CallbackServerContext* ctx) {
   TurnRequest t;
   t.caller = caller;
   t.conversation_id = req.conversation_id();
@@ -21,14 +20,11 @@ TurnRequest FromSend(const Caller& caller, const v1::SendMessageRequest& req, ab
   t.idempotency_key = req.idempotency_key();
   if (req.has_max_output_tokens()) t.max_output_tokens = req.max_output_tokens();
   if (req.has_temperature()) t.temperature = req.temperature();
-  t.deadline = deadline;
-  return t;
-}
-
-absl::Time Deadline(grpc::CallbackServerContext* ctx) {
   auto d = ctx->deadline();
-  if (d == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
-  return absl::FromChrono(d);
+  t.deadline = d == std::chrono::system_clock::time_point::max() ? absl::InfiniteFuture()
+                                                                 : absl::FromChrono(d);
+  t.server_context = ctx;
+  return t;
 }
 
 // SendMessage: the turn's events are dropped except the final result.
@@ -42,7 +38,7 @@ class UnaryTurnReactor : public grpc::ServerUnaryReactor, public TurnSink {
       Finish(ToGrpcStatus(caller.status()));
       return;
     }
-    turn_ = Turn::Start(deps, FromSend(*caller, *req, Deadline(ctx)), this);
+    turn_ = Turn::Start(deps, FromSend(*caller, *req, ctx), this);
   }
   void OnStarted(const v1::Started&) override {}
   void OnDelta(std::string_view) override {}
@@ -60,8 +56,10 @@ class UnaryTurnReactor : public grpc::ServerUnaryReactor, public TurnSink {
   std::shared_ptr<Turn> turn_;
 };
 
-// StreamMessage / RegenerateResponse: one write in flight at a time; deltas that
-// arrive meanwhile are coalesced into the next write.
+// StreamMessage / RegenerateResponse: one write in flight at a time. What arrives
+// meanwhile waits in place: the started event, the text of every delta since the
+// last write (coalesced into one Delta), the result. A delta costs an append to a
+// string whose buffer is reused, not an event of its own.
 class StreamTurnReactor : public grpc::ServerWriteReactor<v1::TurnEvent>, public TurnSink {
  public:
   StreamTurnReactor(TurnDeps* deps, const Authenticator* auth, grpc::CallbackServerContext* ctx,
@@ -75,33 +73,28 @@ class StreamTurnReactor : public grpc::ServerWriteReactor<v1::TurnEvent>, public
   }
 
   void OnStarted(const v1::Started& started) override {
-    v1::TurnEvent e;
-    *e.mutable_started() = started;
-    Enqueue(std::move(e));
+    {
+      absl::MutexLock lock(&mu_);
+      if (broken_) return;
+      started_ = std::make_unique<v1::Started>(started);
+    }
+    Pump();
   }
 
   void OnDelta(std::string_view text) override {
     {
       absl::MutexLock lock(&mu_);
       if (broken_) return;
-      if (!queue_.empty() && queue_.back().has_delta()) {
-        queue_.back().mutable_delta()->mutable_text()->append(text.data(), text.size());
-        return;
-      }
+      pending_text_.append(text.data(), text.size());
+      if (writing_) return;
     }
-    v1::TurnEvent e;
-    e.mutable_delta()->set_text(std::string(text));
-    Enqueue(std::move(e));
+    Pump();
   }
 
   void OnFinished(const grpc::Status& status, const v1::TurnResult* result) override {
-    if (result != nullptr) {
-      v1::TurnEvent e;
-      *e.mutable_completed() = *result;
-      Enqueue(std::move(e));
-    }
     {
       absl::MutexLock lock(&mu_);
+      if (result != nullptr && !broken_) completed_ = std::make_unique<v1::TurnResult>(*result);
       final_ = status;
       finishing_ = true;
     }
@@ -115,7 +108,9 @@ class StreamTurnReactor : public grpc::ServerWriteReactor<v1::TurnEvent>, public
       if (!ok) {
         // The client is gone; stop the turn (it still saves and charges what it used).
         broken_ = true;
-        queue_.clear();
+        pending_text_.clear();
+        started_.reset();
+        completed_.reset();
       }
     }
     if (!ok && turn_ != nullptr) turn_->Cancel();
@@ -128,31 +123,32 @@ class StreamTurnReactor : public grpc::ServerWriteReactor<v1::TurnEvent>, public
   void OnDone() override { delete this; }
 
  private:
-  void Enqueue(v1::TurnEvent e) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (broken_) return;
-      queue_.push_back(std::move(e));
-    }
-    Pump();
-  }
-
   void Pump() {
     enum { kNothing, kWrite, kFinish } action = kNothing;
     grpc::Status status;
     {
       absl::MutexLock lock(&mu_);
       if (writing_ || done_) return;
-      if (!queue_.empty()) {
-        current_ = std::move(queue_.front());
-        queue_.pop_front();
-        writing_ = true;
+      if (started_ != nullptr) {
+        current_.Clear();
+        current_.set_allocated_started(started_.release());
+        action = kWrite;
+      } else if (!pending_text_.empty()) {
+        // Swap buffers: the text written last time becomes the next pending buffer.
+        std::string* text = current_.mutable_delta()->mutable_text();
+        text->clear();
+        text->swap(pending_text_);
+        action = kWrite;
+      } else if (completed_ != nullptr) {
+        current_.Clear();
+        current_.set_allocated_completed(completed_.release());
         action = kWrite;
       } else if (finishing_) {
         done_ = true;
         status = final_;
         action = kFinish;
       }
+      if (action == kWrite) writing_ = true;
     }
     if (action == kWrite) {
       StartWrite(&current_);
@@ -163,8 +159,10 @@ class StreamTurnReactor : public grpc::ServerWriteReactor<v1::TurnEvent>, public
 
   std::shared_ptr<Turn> turn_;
   absl::Mutex mu_;
-  std::deque<v1::TurnEvent> queue_ ABSL_GUARDED_BY(mu_);
-  v1::TurnEvent current_;
+  v1::TurnEvent current_;  // the event being written; touched only by the writer
+  std::unique_ptr<v1::Started> started_ ABSL_GUARDED_BY(mu_);
+  std::string pending_text_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<v1::TurnResult> completed_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finishing_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
@@ -259,23 +257,23 @@ grpc::ServerUnaryReactor* AgentServiceImpl::SendMessage(grpc::CallbackServerCont
 
 grpc::ServerWriteReactor<v1::TurnEvent>* AgentServiceImpl::StreamMessage(
     grpc::CallbackServerContext* ctx, const v1::SendMessageRequest* req) {
-  absl::Time deadline = Deadline(ctx);
-  return new StreamTurnReactor(deps_, auth_, ctx, [req, deadline](const Caller& caller) {
-    return FromSend(caller, *req, deadline);
-  });
+  return new StreamTurnReactor(
+      deps_, auth_, ctx, [req, ctx](const Caller& caller) { return FromSend(caller, *req, ctx); });
 }
 
 grpc::ServerWriteReactor<v1::TurnEvent>* AgentServiceImpl::RegenerateResponse(
     grpc::CallbackServerContext* ctx, const v1::RegenerateResponseRequest* req) {
-  absl::Time deadline = Deadline(ctx);
-  return new StreamTurnReactor(deps_, auth_, ctx, [req, deadline](const Caller& caller) {
+  return new StreamTurnReactor(deps_, auth_, ctx, [req, ctx](const Caller& caller) {
     TurnRequest t;
     t.caller = caller;
     t.conversation_id = req->conversation_id();
     t.model = req->has_model() ? req->model() : "";
     t.idempotency_key = req->idempotency_key();
     t.regenerate = true;
-    t.deadline = deadline;
+    auto d = ctx->deadline();
+    t.deadline = d == std::chrono::system_clock::time_point::max() ? absl::InfiniteFuture()
+                                                                   : absl::FromChrono(d);
+    t.server_context = ctx;
     return t;
   });
 }
@@ -348,7 +346,7 @@ grpc::ServerUnaryReactor* AgentServiceImpl::UpsertModel(grpc::CallbackServerCont
     if (auto st = ValidateModelConfig(req->model()); !st.ok()) return st;
     auto saved = deps_->store->UpsertModel(FromProto(req->model()));
     if (!saved.ok()) return saved.status();
-    deps_->models->Invalidate();
+    (void)deps_->models->Load();
     ToProto(*saved, resp);
     return absl::OkStatus();
   });
@@ -363,7 +361,7 @@ grpc::ServerUnaryReactor* AgentServiceImpl::DeleteModel(grpc::CallbackServerCont
     if (auto st = RequireAdmin(*caller); !st.ok()) return st;
     if (req->name().empty()) return absl::InvalidArgumentError("name is required");
     auto st = deps_->store->DeleteModel(req->name());
-    deps_->models->Invalidate();
+    (void)deps_->models->Load();
     return st;
   });
 }

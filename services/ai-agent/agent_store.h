@@ -44,15 +44,19 @@ bool IsTerminal(PromptStatus s);
 
 // A new turn, as inserted (status PENDING).
 struct NewPrompt {
+  int64_t id = 0;  // from ReservePromptIds
   int64_t user_id = 0;
   int64_t conversation_id = 0;
   std::string idempotency_key;  // "" = none
+  std::string request_hash;     // what a retry with the same key must match
   std::string event_id;         // the usage event / reservation id
+  std::string owner;            // the replica running the turn (its lease keeps it alive)
   std::string model;            // as configured (maybe an alias)
   std::string provider_model;   // what goes upstream
   Prices prices;                // snapshot
   int32_t context_window = 0;
   int32_t max_output_tokens = 0;
+  int64_t context_tokens = 0;       // estimated tokens of what goes upstream
   int64_t user_message_id = 0;      // set at insert for regenerations
   int64_t replaces_message_id = 0;  // the answer a regeneration replaces
 };
@@ -63,15 +67,20 @@ struct PromptRecord {
   int64_t conversation_id = 0;
   PromptStatus status = PromptStatus::kPending;
   std::string idempotency_key;
+  std::string request_hash;
   std::string event_id;
+  std::string owner;
   std::string model;
   std::string provider_model;
   Prices prices;
   int32_t context_window = 0;
   int32_t max_output_tokens = 0;
+  int64_t context_tokens = 0;
   int64_t user_message_id = 0;
   int64_t response_message_id = 0;
   int64_t replaces_message_id = 0;
+  // The text is in response_text but not yet (known to be) in the conversation.
+  bool answer_pending = false;
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
   int64_t cached_tokens = 0;
@@ -90,7 +99,8 @@ struct PromptRecord {
 struct PromptOutcome {
   PromptStatus status = PromptStatus::kCompleted;  // COMPLETED, FAILED or CANCELLED
   int64_t user_message_id = 0;                     // kept if 0
-  int64_t response_message_id = 0;                 // 0 when no text was saved
+  int64_t response_message_id = 0;                 // 0 when not (yet) saved
+  bool answer_pending = false;  // response_text still has to reach the conversation
   std::string response_text;
   std::string reported_model;  // the model the provider said it ran
   int64_t prompt_tokens = 0;
@@ -102,6 +112,12 @@ struct PromptOutcome {
   std::string error;
   int64_t latency_ms = 0;
   int64_t ttft_ms = 0;
+};
+
+// An answer that reached the conversation as message `message_id`.
+struct SavedAnswer {
+  int64_t prompt_id = 0;
+  int64_t message_id = 0;
 };
 
 struct OutboxEntry {
@@ -123,8 +139,11 @@ class AgentStore {
   virtual absl::Status DeleteModel(const std::string& name) = 0;
 
   // --- prompts ---
+  // `n` fresh prompt ids (handed out ahead, so that a turn's user message can name
+  // its prompt while both are written at once).
+  virtual absl::StatusOr<std::vector<int64_t>> ReservePromptIds(int n) = 0;
   // ALREADY_EXISTS when (user_id, idempotency_key) was used before.
-  virtual absl::StatusOr<PromptRecord> InsertPrompt(const NewPrompt& prompt) = 0;
+  virtual absl::Status InsertPrompt(const NewPrompt& prompt) = 0;
   // The caller's prompt with that idempotency key; NOT_FOUND when none.
   virtual absl::StatusOr<PromptRecord> FindByIdempotencyKey(int64_t user_id,
                                                             const std::string& key) = 0;
@@ -133,8 +152,6 @@ class AgentStore {
   // Newest first; id < before_id when before_id > 0.
   virtual absl::StatusOr<std::vector<PromptRecord>> ListPrompts(
       int64_t user_id, std::optional<int64_t> conversation_id, int64_t before_id, int limit) = 0;
-  // PENDING -> STREAMING with the user message id (no-op if already past PENDING).
-  virtual absl::Status MarkStreaming(int64_t prompt_id, int64_t user_message_id) = 0;
   // A refusal or a failure before the provider was called: terminal status +
   // error, no usage event. The idempotency key is freed, so a retry with it runs
   // afresh instead of replaying a refusal forever.
@@ -142,17 +159,38 @@ class AgentStore {
                                    const std::string& error) = 0;
   // The end of a turn that reached the provider, in ONE transaction: the prompt
   // row gets its outcome, and when `usage_event` is set (tokens were consumed)
-  // the event goes into the outbox. Only a non-terminal prompt is finished;
-  // FAILED_PRECONDITION otherwise.
-  virtual absl::Status FinishPrompt(int64_t prompt_id, const PromptOutcome& outcome,
-                                    const std::optional<std::string>& usage_event) = 0;
+  // the event goes into the outbox, leased for `outbox_lease` to the caller (who
+  // delivers it at once). Returns the outbox entry's id (0 without an event).
+  // Only a non-terminal prompt is finished; FAILED_PRECONDITION otherwise.
+  virtual absl::StatusOr<int64_t> FinishPrompt(int64_t prompt_id, const PromptOutcome& outcome,
+                                               const std::optional<std::string>& usage_event,
+                                               absl::Duration outbox_lease) = 0;
+  // After-turn bookkeeping in one statement: delivered outbox entries are
+  // deleted, answers that reached the conversation are no longer pending.
+  virtual absl::Status Settle(const std::vector<int64_t>& delivered_outbox_ids,
+                              const std::vector<SavedAnswer>& saved) = 0;
+  // The conversation refused the answer for good (e.g. it was deleted): the
+  // prompt becomes FAILED with `error`, no longer pending.
+  virtual absl::Status MarkAnswerLost(int64_t prompt_id, const std::string& error) = 0;
 
-  // Turns left PENDING/STREAMING for longer than `older_than` belonged to a
-  // replica that died; they become FAILED. Returns how many.
-  virtual absl::StatusOr<int64_t> SweepAbandoned(absl::Duration older_than) = 0;
+  // --- replicas ---
+  // Each replica holds a lease while it runs; turns whose owner's lease has
+  // lapsed are abandoned and another replica finishes them.
+  virtual absl::Status RenewLease(const std::string& owner, absl::Duration ttl) = 0;
+  virtual absl::Status DropLease(const std::string& owner) = 0;
+  // Takes over (owner := `owner`) up to `limit` prompts whose owner's lease has
+  // lapsed and that are unfinished or still have an answer pending. Prompts of
+  // no owner count as abandoned `unowned_after` after they were created; the
+  // caller's own come back when their in-process save gave up: answers pending
+  // `own_pending_after` after the turn ended, turns unfinished `unowned_after`
+  // after they started.
+  virtual absl::StatusOr<std::vector<PromptRecord>> AdoptAbandoned(
+      const std::string& owner, int limit, absl::Duration unowned_after,
+      absl::Duration own_pending_after) = 0;
 
   // --- outbox ---
-  // Leases up to `limit` due entries for `lease` (other replicas skip them).
+  // Leases up to `limit` due entries whose lease has lapsed for `lease` (other
+  // replicas skip them): events whose own turn could not deliver them.
   virtual absl::StatusOr<std::vector<OutboxEntry>> ClaimOutbox(int limit, absl::Duration lease) = 0;
   // Removes delivered entries.
   virtual absl::Status AckOutbox(const std::vector<int64_t>& ids) = 0;

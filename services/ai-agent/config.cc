@@ -30,7 +30,12 @@ void DeclareSettings(Config& config) {
              "Chat turns per minute for service callers acting for a user (user tokens carry "
              "their own limit)");
   config.Add("outbox_interval", "AICHAT_OUTBOX_INTERVAL", "1s",
-             "How often the usage outbox is polled when idle");
+             "How often the usage outbox is scanned for events whose delivery lapsed");
+  config.Add("outbox_linger", "AICHAT_OUTBOX_LINGER", "50ms",
+             "How long usage events gather before they go to usage as one batch");
+  config.Add("replica_name", "AICHAT_REPLICA_NAME", "",
+             "This replica's name for its lease on running turns (default: host name, process "
+             "id and a random suffix)");
 }
 
 absl::StatusOr<AgentConfig> ReadSettings(const Config& config) {
@@ -72,6 +77,10 @@ absl::StatusOr<AgentConfig> ReadSettings(const Config& config) {
   auto interval = config.GetDuration("outbox_interval");
   if (!interval.ok()) return interval.status();
   c.outbox_interval = *interval;
+  auto linger = config.GetDuration("outbox_linger");
+  if (!linger.ok()) return linger.status();
+  c.outbox_linger = *linger;
+  c.replica_name = config.Get("replica_name");
   return c;
 }
 

@@ -18,6 +18,8 @@ struct AgentConfig {
   int llm_io_threads = 1;
   std::string llm_ca_file;
   absl::Duration outbox_interval;
+  absl::Duration outbox_linger;
+  std::string replica_name;  // "" = made up at start
 };
 
 void DeclareSettings(Config& config);

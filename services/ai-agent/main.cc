@@ -1,12 +1,17 @@
 // aichat-agent: the ai-agent service — chat turns end to end, prompts, models,
 // and the usage outbox publisher.
 #include <grpcpp/create_channel.h>
+#include <unistd.h>
 
+#include "absl/strings/str_cat.h"
 #include "common/bootstrap.h"
+#include "common/jwt.h"
 #include "common/log.h"
 #include "services/ai-agent/agent_metrics.h"
 #include "services/ai-agent/agent_service.h"
 #include "services/ai-agent/config.h"
+#include "services/ai-agent/grpc_peers.h"
+#include "services/ai-agent/janitor.h"
 #include "services/ai-agent/llm/llm_client.h"
 #include "services/ai-agent/migrations.h"
 #include "services/ai-agent/model_registry.h"
@@ -29,6 +34,14 @@ std::shared_ptr<grpc::Channel> PeerChannel(const std::string& addr) {
   return grpc::CreateCustomChannel(addr, grpc::InsecureChannelCredentials(), args);
 }
 
+// host-pid-random: unique per process, readable in the leases table.
+std::string ReplicaName(const AgentConfig& cfg) {
+  if (!cfg.replica_name.empty()) return cfg.replica_name;
+  char host[256] = {0};
+  (void)gethostname(host, sizeof(host) - 1);
+  return absl::StrCat(host, "-", getpid(), "-", RandomToken(4));
+}
+
 int Serve(const AgentConfig& cfg) {
   SetLogService("ai-agent");
   auto verifier = TokenVerifier::Create(cfg.common.jwt_public_keys);
@@ -37,23 +50,28 @@ int Serve(const AgentConfig& cfg) {
   if (!pool.ok()) return StartupFailure(kProgram, pool.status());
   Authenticator auth(*std::move(verifier));
   PgAgentStore store(pool->get());
-  ModelRegistry models(&store);
+  auto workers = std::make_unique<WorkerPool>(cfg.common.workers);
+  ModelRegistry models(&store, workers.get());
+  if (auto st = models.Load(); !st.ok()) return StartupFailure(kProgram, st);
   HttpLlmClientOptions lopts;
   lopts.io_threads = cfg.llm_io_threads;
   lopts.ca_file = cfg.llm_ca_file;
   auto llm = MakeHttpLlmClient(lopts);
-  auto conversation_channel = PeerChannel(cfg.conversation_addr);
-  auto usage_channel = PeerChannel(cfg.usage_addr);
-  auto conversation = conversation::v1::ConversationService::NewStub(conversation_channel);
-  auto usage = usage::v1::UsageService::NewStub(usage_channel);
-  auto workers = std::make_unique<WorkerPool>(cfg.common.workers);
+  GrpcPeerOptions popts{.service_token = cfg.service_token, .call_timeout = cfg.turn.peer_timeout};
+  auto conversation = MakeGrpcConversationPeer(PeerChannel(cfg.conversation_addr), popts);
+  auto usage = MakeGrpcUsagePeer(PeerChannel(cfg.usage_addr), popts);
+  PromptIds prompt_ids(&store, workers.get());
+  RunningTurns running;
 
   ServiceServer server(ServerOptionsFrom("ai-agent", cfg.common));
   (*pool)->ExportMetrics(server.registry());
   AgentMetrics metrics(server.registry());
   OutboxPublisherOptions oopts;
   oopts.idle_poll = cfg.outbox_interval;
-  OutboxPublisher outbox(&store, usage_channel, cfg.service_token, oopts, &server.registry());
+  oopts.linger = cfg.outbox_linger;
+  oopts.call_timeout = cfg.turn.peer_timeout;
+  oopts.lease = cfg.turn.outbox_lease;
+  OutboxPublisher outbox(&store, usage.get(), oopts, &server.registry());
 
   TurnDeps deps;
   deps.store = &store;
@@ -62,30 +80,32 @@ int Serve(const AgentConfig& cfg) {
   deps.workers = workers.get();
   deps.conversation = conversation.get();
   deps.usage = usage.get();
-  deps.service_token = cfg.service_token;
+  deps.prompt_ids = &prompt_ids;
+  deps.running = &running;
   deps.metrics = &metrics;
-  deps.on_usage_committed = [&outbox] { outbox.Notify(); };
+  deps.replica = ReplicaName(cfg);
+  deps.publish = [&outbox](int64_t id, UsageRecord r) { outbox.Publish(id, std::move(r)); };
+  deps.answer_saved = [&outbox](SavedAnswer s) { outbox.AnswerSaved(s); };
   deps.options = cfg.turn;
+  Janitor janitor(&deps,
+                  JanitorOptions{.unowned_after = cfg.turn.total_timeout + absl::Minutes(1)});
+  if (auto st = janitor.Start(); !st.ok()) return StartupFailure(kProgram, st);
   AgentServiceImpl service(&deps, &auth);
   server.AddService(&service);
   if (auto st = server.Start(); !st.ok()) return StartupFailure(kProgram, st);
   outbox.Start();
-  // Turns of a replica that died mid-answer stay STREAMING; sweep them now and
-  // then every few minutes (any replica may do it; the update is idempotent).
-  const absl::Duration abandoned_after = cfg.turn.total_timeout + absl::Minutes(1);
-  WorkerPool* pool_ptr = workers.get();
-  std::function<void()> sweep = [&store, pool_ptr, &sweep, abandoned_after] {
-    auto n = store.SweepAbandoned(abandoned_after);
-    if (n.ok() && *n > 0) LogWarn("abandoned turns marked FAILED", {{"count", *n}});
-    pool_ptr->SubmitAfter(absl::Minutes(5), sweep);  // dropped once the pool stops
-  };
-  workers->Submit(sweep);
   WaitForTerminationSignal();
-  // In-flight turns finish (or are cancelled at the end of the grace period)
-  // and commit their usage events; then the outbox gets one last flush.
+  // In-flight turns finish (or are cancelled at the end of the grace period).
+  const absl::Time drain_until = absl::Now() + cfg.common.shutdown_grace;
   server.Shutdown();
-  // Cancel any provider call still open, then let the workers finish what is
-  // queued (turn outcomes, usage events) while everything they use is alive.
+  // Saves still retrying behind answered clients get what is left of the grace.
+  while (deps.live.load() > 0 && absl::Now() < drain_until) absl::SleepFor(absl::Milliseconds(20));
+  if (int left = deps.live.load(); left > 0) {
+    LogWarn("stopping with turns still saving; another replica takes them over",
+            {{"turns", int64_t{left}}});
+  }
+  // Give the lease up: whatever is left is adopted by another replica at once.
+  janitor.Stop();
   llm.reset();
   workers.reset();
   outbox.Stop(absl::Seconds(5));

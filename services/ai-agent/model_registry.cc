@@ -5,30 +5,44 @@
 
 namespace aichat::agent {
 
-ModelRegistry::ModelRegistry(AgentStore* store, absl::Duration ttl) : store_(store), ttl_(ttl) {}
+ModelRegistry::ModelRegistry(AgentStore* store, WorkerPool* refresher, absl::Duration ttl)
+    : store_(store), refresher_(refresher), ttl_(ttl) {}
 
-void ModelRegistry::Invalidate() {
+absl::Status ModelRegistry::Load() {
+  auto list = store_->ListModels();
   absl::MutexLock lock(&mu_);
-  loaded_at_ = absl::InfinitePast();
+  refreshing_ = false;
+  // On failure the last known configuration keeps serving.
+  if (!list.ok()) return list.status();
+  models_ = std::make_shared<const std::vector<ModelRecord>>(*std::move(list));
+  loaded_at_ = absl::Now();
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::shared_ptr<const std::vector<ModelRecord>>> ModelRegistry::Snapshot() {
   {
     absl::MutexLock lock(&mu_);
-    if (models_ != nullptr && absl::Now() - loaded_at_ < ttl_) return models_;
+    if (models_ != nullptr) {
+      if (absl::Now() - loaded_at_ >= ttl_ && !refreshing_ && refresher_ != nullptr) {
+        refreshing_ = true;
+        refresher_->Submit([this] { (void)Load(); });
+      }
+      return models_;
+    }
   }
-  auto list = store_->ListModels();
-  if (!list.ok()) {
-    // Serve the last known configuration while the database is unreachable.
-    absl::MutexLock lock(&mu_);
-    if (models_ != nullptr) return models_;
-    return list.status();
-  }
-  auto fresh = std::make_shared<const std::vector<ModelRecord>>(*std::move(list));
+  if (auto st = Load(); !st.ok()) return st;
   absl::MutexLock lock(&mu_);
-  models_ = fresh;
-  loaded_at_ = absl::Now();
-  return fresh;
+  return models_;
+}
+
+int32_t ModelRegistry::LargestContextBudget() {
+  auto snap = Snapshot();
+  int32_t largest = 1;
+  if (!snap.ok()) return largest;
+  for (const auto& m : **snap) {
+    if (m.enabled) largest = std::max(largest, m.context_window - m.max_output_tokens);
+  }
+  return largest;
 }
 
 absl::StatusOr<std::vector<ModelRecord>> ModelRegistry::List() {

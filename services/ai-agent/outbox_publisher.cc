@@ -1,55 +1,30 @@
 #include "services/ai-agent/outbox_publisher.h"
 
-#include <grpcpp/client_context.h>
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 
 #include <algorithm>
-#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "common/log.h"
-#include "common/status.h"
 
 namespace aichat::agent {
 namespace {
 
-using aichat::usage::v1::RecordUsageRequest;
-using aichat::usage::v1::RecordUsageResponse;
-
 // A failing entry is logged on its first failure and then every this many
 // attempts, so a long usage outage does not flood the log.
 constexpr int kLogEvery = 10;
-// Below this, a final flush at Stop could only time out and push the entries'
-// next attempt back; better to leave them for the next replica or start.
+// Below this, a final delivery at Stop could only time out.
 constexpr absl::Duration kMinFlush = absl::Milliseconds(100);
-
-// The in-flight window of one cycle. Shared with the callbacks so that it
-// outlives the last one even while its Unlock is still returning.
-struct Window {
-  absl::Mutex mu;
-  int in_flight ABSL_GUARDED_BY(mu) = 0;
-};
-
-struct Call {
-  grpc::ClientContext ctx;
-  RecordUsageRequest req;
-  RecordUsageResponse resp;
-  grpc::Status status;
-};
 
 }  // namespace
 
-OutboxPublisher::OutboxPublisher(AgentStore* store, std::shared_ptr<grpc::Channel> usage_channel,
-                                 std::string service_token, OutboxPublisherOptions options,
-                                 prometheus::Registry* registry)
-    : store_(store),
-      stub_(aichat::usage::v1::UsageService::NewStub(std::move(usage_channel))),
-      service_token_(std::move(service_token)),
-      options_(options) {
-  options_.batch_size = std::max(1, options_.batch_size);
-  options_.max_in_flight = std::max(1, options_.max_in_flight);
+OutboxPublisher::OutboxPublisher(AgentStore* store, UsagePeer* usage,
+                                 OutboxPublisherOptions options, prometheus::Registry* registry)
+    : store_(store), usage_(usage), options_(options) {
+  options_.batch_size = std::clamp(options_.batch_size, 1, 500);
   if (registry != nullptr) {
     backlog_ = &prometheus::BuildGauge()
                     .Name("aichat_outbox_backlog")
@@ -75,191 +50,261 @@ OutboxPublisher::~OutboxPublisher() { Stop(absl::ZeroDuration()); }
 
 void OutboxPublisher::Start() {
   absl::MutexLock lock(&mu_);
-  if (thread_.joinable() || stopping_) {
-    return;
-  }
+  if (thread_.joinable() || stopping_) return;
   thread_ = std::thread([this] { Run(); });
+}
+
+void OutboxPublisher::Publish(int64_t outbox_id, UsageRecord record) {
+  absl::MutexLock lock(&mu_);
+  // Entries of the table can wait there; only an event not yet saved must stay.
+  if (fresh_.size() + retry_.size() >= options_.max_queued && outbox_id > 0) return;
+  absl::Time now = absl::Now();
+  fresh_.push_back({outbox_id, std::move(record), 0, now + options_.linger, now});
+}
+
+void OutboxPublisher::AnswerSaved(SavedAnswer saved) {
+  absl::MutexLock lock(&mu_);
+  if (saved_.empty()) saved_due_ = absl::Now() + options_.linger;
+  saved_.push_back(saved);
 }
 
 void OutboxPublisher::Notify() {
   absl::MutexLock lock(&mu_);
-  wake_ = true;
+  recover_now_ = true;
 }
 
 void OutboxPublisher::Stop(absl::Duration grace) {
-  absl::Time deadline = absl::Now() + grace;
+  const absl::Time deadline = absl::Now() + grace;
   std::thread thread;
   {
     absl::MutexLock lock(&mu_);
-    if (stopping_) {
-      return;
-    }
+    if (stopping_) return;
     stopping_ = true;
     thread = std::move(thread_);
   }
-  if (thread.joinable()) {
-    thread.join();
+  if (thread.joinable()) thread.join();
+  while (deadline - absl::Now() >= kMinFlush) {
+    std::vector<Pending> batch;
+    {
+      absl::MutexLock lock(&mu_);
+      batch = TakeDue(absl::InfiniteFuture());
+    }
+    if (batch.empty()) break;
+    absl::MutexLock lock(&deliver_mu_);
+    if (Deliver(std::move(batch), deadline, false) == 0) break;
   }
-  if (deadline - absl::Now() >= kMinFlush) {
-    (void)Cycle(deadline);
-  }
+  // What stays undelivered is in the table; the next replica or start recovers it.
+  (void)Flush();
 }
 
 absl::StatusOr<int> OutboxPublisher::PublishOnce() {
-  auto outcome = Cycle(absl::InfiniteFuture());
-  if (!outcome.ok()) {
-    return outcome.status();
+  int delivered = 0;
+  std::vector<Pending> held;
+  {
+    absl::MutexLock lock(&mu_);
+    while (!fresh_.empty() || !retry_.empty()) {
+      auto batch = TakeDue(absl::InfiniteFuture());
+      held.insert(held.end(), std::make_move_iterator(batch.begin()),
+                  std::make_move_iterator(batch.end()));
+    }
   }
-  return outcome->delivered;
+  for (size_t i = 0; i < held.size(); i += options_.batch_size) {
+    std::vector<Pending> batch(
+        std::make_move_iterator(held.begin() + i),
+        std::make_move_iterator(held.begin() + std::min(held.size(), i + options_.batch_size)));
+    absl::MutexLock lock(&deliver_mu_);
+    delivered += Deliver(std::move(batch), absl::InfiniteFuture(), false);
+  }
+  auto recovered = Recover(absl::InfiniteFuture());
+  absl::Status flushed = Flush();
+  if (!recovered.ok()) return recovered.status();
+  if (!flushed.ok()) return flushed;
+  return delivered + *recovered;
+}
+
+std::vector<OutboxPublisher::Pending> OutboxPublisher::TakeDue(absl::Time now) {
+  std::vector<Pending> batch;
+  const size_t max = options_.batch_size;
+  const bool full = fresh_.size() >= max;
+  while (!fresh_.empty() && batch.size() < max && (full || fresh_.front().due <= now)) {
+    batch.push_back(std::move(fresh_.front()));
+    fresh_.pop_front();
+  }
+  while (!retry_.empty() && batch.size() < max && retry_.begin()->first <= now) {
+    batch.push_back(std::move(retry_.begin()->second));
+    retry_.erase(retry_.begin());
+  }
+  return batch;
 }
 
 void OutboxPublisher::Run() {
+  absl::Time next_recovery = absl::Now();
   for (;;) {
+    std::vector<Pending> batch;
+    bool recover = false;
+    bool settle = false;
     {
       absl::MutexLock lock(&mu_);
-      if (stopping_) {
-        return;
-      }
-      wake_ = false;
+      // Sleep until a batch is due (the oldest fresh event lingered, a batch is
+      // full, a retry's backoff ended), the answer marks lingered, the recovery
+      // scan is due, or Stop.
+      absl::Time wake = std::min(next_recovery, saved_due_);
+      if (!fresh_.empty()) wake = std::min(wake, fresh_.front().due);
+      if (!retry_.empty()) wake = std::min(wake, retry_.begin()->first);
+      const size_t max = options_.batch_size;
+      auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || recover_now_ || fresh_.size() >= max || absl::Now() >= wake;
+      };
+      mu_.AwaitWithDeadline(absl::Condition(&ready), wake);
+      if (stopping_) return;
+      const absl::Time now = absl::Now();
+      batch = TakeDue(now);
+      recover = recover_now_ || now >= next_recovery;
+      recover_now_ = false;
+      settle = now >= saved_due_;
+      if (settle) saved_due_ = absl::InfiniteFuture();
     }
-    auto outcome = Cycle(absl::InfiniteFuture());
-    // A full batch means more is probably due: go again at once.
-    if (outcome.ok() && outcome->claimed >= options_.batch_size) {
-      continue;
+    if (!batch.empty()) {
+      absl::MutexLock lock(&deliver_mu_);
+      Deliver(std::move(batch), absl::InfiniteFuture(), false);
+      settle = true;
     }
-    absl::MutexLock lock(&mu_);
-    auto woken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return wake_ || stopping_; };
-    mu_.AwaitWithTimeout(absl::Condition(&woken), options_.idle_poll);
+    if (recover) {
+      (void)Recover(absl::InfiniteFuture());
+      next_recovery = absl::Now() + options_.idle_poll;
+      settle = true;
+    }
+    if (settle && !Flush().ok()) {
+      // Acks and marks stay held; try again a little later.
+      absl::MutexLock lock(&mu_);
+      saved_due_ = std::min(saved_due_, absl::Now() + absl::Milliseconds(200));
+    }
   }
 }
 
-absl::StatusOr<OutboxPublisher::CycleOutcome> OutboxPublisher::Cycle(absl::Time deadline) {
-  absl::MutexLock cycle_lock(&cycle_mu_);
+int OutboxPublisher::Deliver(std::vector<Pending> batch, absl::Time deadline, bool from_table) {
+  if (batch.empty()) return 0;
+  std::vector<UsageRecord> records;
+  records.reserve(batch.size());
+  for (const auto& p : batch) records.push_back(p.record);
+  absl::StatusOr<std::vector<bool>> result;
+  absl::Notification done;
+  usage_->Record(std::move(records), std::min(deadline, absl::Now() + options_.call_timeout),
+                 [&](absl::StatusOr<std::vector<bool>> r) {
+                   result = std::move(r);
+                   done.Notify();
+                 });
+  done.WaitForNotification();
+  if (absl::IsInvalidArgument(result.status()) && batch.size() > 1) {
+    // One bad event refuses the batch: send each alone, so the others go through.
+    int n = 0;
+    for (auto& p : batch) n += Deliver({std::move(p)}, deadline, from_table);
+    return n;
+  }
+  if (result.ok()) {
+    absl::MutexLock lock(&mu_);
+    for (size_t i = 0; i < batch.size(); ++i) {
+      prometheus::Counter* c = (*result)[i] ? delivered_ : duplicate_;
+      if (c != nullptr) c->Increment();
+      if (batch[i].outbox_id > 0) acks_.push_back(batch[i].outbox_id);
+    }
+    return static_cast<int>(batch.size());
+  }
+  const absl::Status& st = result.status();
+  absl::Time now = absl::Now();
+  std::vector<Pending> again;
+  for (auto& p : batch) {
+    if (failed_ != nullptr) failed_->Increment();
+    // A claim from the table has counted this attempt already.
+    if (!from_table) ++p.attempts;
+    if (p.attempts == 1 || p.attempts % kLogEvery == 0) {
+      // Never the payload: only the id and how it failed.
+      LogWarn("usage event delivery failed",
+              {{"event_id", p.record.event_id},
+               {"attempts", p.attempts},
+               {"code", std::string(absl::StatusCodeToString(st.code()))}});
+    }
+    if (from_table || (p.outbox_id > 0 && now - p.since > options_.lease / 2)) {
+      // The table keeps it: reschedule there (a lease that lapses does the same).
+      if (p.outbox_id > 0) {
+        (void)store_->RetryOutbox(
+            p.outbox_id, Backoff(p.attempts),
+            absl::StrCat(absl::StatusCodeToString(st.code()), ": ", st.message()));
+      }
+      continue;
+    }
+    p.due = now + Backoff(p.attempts);
+    again.push_back(std::move(p));
+  }
+  if (!again.empty()) {
+    absl::MutexLock lock(&mu_);
+    for (auto& p : again) {
+      absl::Time due = p.due;
+      retry_.emplace(due, std::move(p));
+    }
+  }
+  return 0;
+}
+
+absl::Status OutboxPublisher::Flush() {
+  std::vector<int64_t> acks;
+  std::vector<SavedAnswer> saved;
+  {
+    absl::MutexLock lock(&mu_);
+    acks.swap(acks_);
+    saved.swap(saved_);
+  }
+  if (acks.empty() && saved.empty()) return absl::OkStatus();
+  absl::Status st = store_->Settle(acks, saved);
+  if (!st.ok()) {
+    // Delivered but not deleted: the lease lapses, the event is sent again and
+    // usage answers "duplicate". Kept to try again meanwhile.
+    absl::MutexLock lock(&mu_);
+    acks_.insert(acks_.end(), acks.begin(), acks.end());
+    if (saved_.empty() && !saved.empty()) saved_due_ = absl::Now() + options_.linger;
+    saved_.insert(saved_.end(), saved.begin(), saved.end());
+  }
+  return st;
+}
+
+absl::StatusOr<int> OutboxPublisher::Recover(absl::Time deadline) {
+  absl::MutexLock lock(&deliver_mu_);
   auto claimed = store_->ClaimOutbox(options_.batch_size, options_.lease);
   if (!claimed.ok()) {
     RefreshBacklog();
     return claimed.status();
   }
-  const std::vector<OutboxEntry>& entries = *claimed;
-  CycleOutcome outcome;
-  outcome.claimed = static_cast<int>(entries.size());
-
-  // Up to max_in_flight calls at once on the callback API; this thread only
-  // waits for the window and for the last answer.
-  std::vector<std::unique_ptr<Call>> calls(entries.size());
-  std::vector<bool> parsed(entries.size(), false);
-  auto window = std::make_shared<Window>();
-  for (size_t i = 0; i < entries.size(); ++i) {
-    auto call = std::make_unique<Call>();
-    if (!call->req.mutable_event()->ParseFromString(entries[i].payload) ||
-        call->req.event().event_id() != entries[i].event_id) {
-      call->status = grpc::Status(grpc::StatusCode::INTERNAL, "outbox payload does not decode");
-      calls[i] = std::move(call);
+  std::vector<Pending> batch;
+  batch.reserve(claimed->size());
+  for (auto& e : *claimed) {
+    auto record = DecodeUsageRecord(e.payload);
+    if (!record.has_value() || record->event_id != e.event_id) {
+      if (failed_ != nullptr) failed_->Increment();
+      (void)store_->RetryOutbox(e.id, Backoff(e.attempts), "outbox payload does not decode");
       continue;
     }
-    parsed[i] = true;
-    call->ctx.AddMetadata("authorization", absl::StrCat("Bearer ", service_token_));
-    {
-      absl::MutexLock lock(&window->mu);
-      const int max_in_flight = options_.max_in_flight;
-      auto has_room = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(window->mu) {
-        return window->in_flight < max_in_flight;
-      };
-      window->mu.Await(absl::Condition(&has_room));
-      ++window->in_flight;
-    }
-    // Each call gets its own deadline from when it is sent, not from the start
-    // of the batch (later calls would otherwise expire before being sent).
-    call->ctx.set_deadline(absl::ToChronoTime(
-        std::max(std::min(deadline, absl::Now() + options_.call_timeout),
-                 absl::Now() + absl::Milliseconds(100))));
-    Call* raw = call.get();
-    calls[i] = std::move(call);
-    stub_->async()->RecordUsage(&raw->ctx, &raw->req, &raw->resp,
-                                [raw, window](grpc::Status status) {
-                                  absl::MutexLock lock(&window->mu);
-                                  raw->status = std::move(status);
-                                  --window->in_flight;
-                                });
+    batch.push_back({e.id, *std::move(record), e.attempts, absl::Now(), e.created_at});
   }
-  {
-    absl::MutexLock lock(&window->mu);
-    auto all_done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(window->mu) {
-      return window->in_flight == 0;
-    };
-    window->mu.Await(absl::Condition(&all_done));
-  }
-
-  std::vector<int64_t> done_ids;
-  absl::Status first_error;
-  for (size_t i = 0; i < entries.size(); ++i) {
-    const OutboxEntry& e = entries[i];
-    const Call& call = *calls[i];
-    if (parsed[i] && call.status.ok()) {
-      Count(call.resp.recorded() ? Result::kDelivered : Result::kDuplicate);
-      done_ids.push_back(e.id);
-      continue;
-    }
-    Count(Result::kFailed);
-    if (e.attempts == 1 || e.attempts % kLogEvery == 0) {
-      // Never the payload: only the id and how it failed.
-      LogWarn("outbox delivery failed", {{"event_id", e.event_id},
-                                         {"attempts", e.attempts},
-                                         {"code", GrpcCodeName(call.status.error_code())}});
-    }
-    absl::Status st = store_->RetryOutbox(
-        e.id, Backoff(e.attempts),
-        absl::StrCat(GrpcCodeName(call.status.error_code()), ": ", call.status.error_message()));
-    // When even the reschedule fails the lease still runs out, so the entry
-    // comes back on its own; the error is reported to the caller.
-    if (!st.ok() && !absl::IsNotFound(st) && first_error.ok()) {
-      first_error = st;
-    }
-  }
-  if (absl::Status st = store_->AckOutbox(done_ids); !st.ok() && first_error.ok()) {
-    // Delivered but not deleted: the lease expires, the entries are sent again
-    // and the usage service answers "duplicate". Nothing is counted twice.
-    first_error = st;
-  }
-  outcome.delivered = static_cast<int>(done_ids.size());
+  int delivered = Deliver(std::move(batch), deadline, true);
   RefreshBacklog();
-  if (!first_error.ok()) {
-    return first_error;
-  }
-  return outcome;
+  return delivered;
 }
 
 absl::Duration OutboxPublisher::Backoff(int attempts) {
   absl::Duration d = options_.backoff_initial;
-  for (int i = 1; i < attempts && d < options_.backoff_max; ++i) {
-    d *= 2;
-  }
+  for (int i = 1; i < attempts && d < options_.backoff_max; ++i) d *= 2;
   d = std::min(d, options_.backoff_max);
   // Half fixed, half random: replicas and entries that failed together do not
   // all come back in the same instant.
-  double jitter = absl::Uniform(rng_, 0.5, 1.0);
-  return d * jitter;
+  return d * absl::Uniform(rng_, 0.5, 1.0);
 }
 
 void OutboxPublisher::RefreshBacklog() {
-  if (backlog_ == nullptr) {
-    return;
-  }
+  if (backlog_ == nullptr) return;
   auto stats = store_->OutboxBacklog();
-  if (!stats.ok()) {
-    return;
-  }
+  if (!stats.ok()) return;
   backlog_->Set(static_cast<double>(stats->backlog));
   oldest_age_->Set(stats->oldest_age_seconds);
-}
-
-void OutboxPublisher::Count(Result r) {
-  prometheus::Counter* c = r == Result::kDelivered   ? delivered_
-                           : r == Result::kDuplicate ? duplicate_
-                                                     : failed_;
-  if (c != nullptr) {
-    c->Increment();
-  }
 }
 
 }  // namespace aichat::agent

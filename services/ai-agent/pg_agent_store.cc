@@ -54,15 +54,18 @@ constexpr char kDeleteModel[] = "DELETE FROM ai_model_configs WHERE name = $1 RE
   "output_price_micros_per_mtok, context_window, max_output_tokens, user_message_id, "      \
   "response_message_id, replaces_message_id, prompt_tokens, completion_tokens, "            \
   "cached_tokens, estimated, cost_nanos, finish_reason, error, response_text, latency_ms, " \
-  "ttft_ms, created_at, completed_at"
+  "ttft_ms, created_at, completed_at, request_hash, COALESCE(owner, ''), context_tokens, "  \
+  "answer_pending"
 
+constexpr char kReserveIds[] =
+    "SELECT nextval(pg_get_serial_sequence('ai_prompts', 'id')) FROM generate_series(1, $1)";
 constexpr char kInsertPrompt[] =
-    "INSERT INTO ai_prompts (user_id, conversation_id, idempotency_key, event_id, model, "
+    "INSERT INTO ai_prompts (id, user_id, conversation_id, idempotency_key, event_id, model, "
     "provider_model, input_price_micros_per_mtok, cached_input_price_micros_per_mtok, "
     "output_price_micros_per_mtok, context_window, max_output_tokens, user_message_id, "
-    "replaces_message_id) "
-    "VALUES ($1, $2, NULLIF($3, ''), $4, $5, $6, $7, $8, $9, $10, $11, NULLIF($12::bigint, 0), "
-    "NULLIF($13::bigint, 0)) RETURNING " AICHAT_PROMPT_COLS;
+    "replaces_message_id, request_hash, owner, context_tokens) "
+    "VALUES ($1, $2, $3, NULLIF($4, ''), $5, $6, $7, $8, $9, $10, $11, $12, "
+    "NULLIF($13::bigint, 0), NULLIF($14::bigint, 0), $15, NULLIF($16, ''), $17)";
 constexpr char kPromptByKey[] =
     "SELECT " AICHAT_PROMPT_COLS " FROM ai_prompts WHERE user_id = $1 AND idempotency_key = $2";
 constexpr char kPromptById[] =
@@ -77,32 +80,57 @@ constexpr char kListConversationPrompts[] =
     "WHERE user_id = $1 AND conversation_id = $4 AND ($2::bigint <= 0 OR id < $2) "
     "ORDER BY id DESC LIMIT $3";
 constexpr char kPromptExists[] = "SELECT 1 FROM ai_prompts WHERE id = $1";
-constexpr char kMarkStreaming[] =
-    "UPDATE ai_prompts SET status = 'STREAMING', "
-    "user_message_id = COALESCE(NULLIF($2::bigint, 0), user_message_id) "
-    "WHERE id = $1 AND status = 'PENDING' RETURNING id";
 constexpr char kMarkRefused[] =
     "UPDATE ai_prompts SET status = $2, error = $3, completed_at = now(), idempotency_key = NULL "
     "WHERE id = $1 AND status IN ('PENDING', 'STREAMING') RETURNING id";
-constexpr char kSweepAbandoned[] =
-    "UPDATE ai_prompts SET status = 'FAILED', completed_at = now(), "
-    "error = 'abandoned: the ai-agent replica running this turn stopped' "
-    "WHERE status IN ('PENDING', 'STREAMING') "
-    "AND created_at < now() - make_interval(secs => $1::bigint / 1000000.0)";
+// The prompt's outcome and its usage event in one statement (one round trip, one
+// transaction). The new outbox row is leased to its writer, which delivers it now.
 constexpr char kFinishPrompt[] =
-    "UPDATE ai_prompts SET status = $2, response_message_id = NULLIF($3::bigint, 0), "
+    "WITH p AS (UPDATE ai_prompts SET status = $2, response_message_id = NULLIF($3::bigint, 0), "
     "response_text = $4, reported_model = $5, prompt_tokens = $6, completion_tokens = $7, "
     "cached_tokens = $8, estimated = $9, cost_nanos = $10, finish_reason = $11, error = $12, "
     "latency_ms = $13, ttft_ms = $14, completed_at = now(), "
-    "user_message_id = COALESCE(NULLIF($15::bigint, 0), user_message_id) "
-    "WHERE id = $1 AND status IN ('PENDING', 'STREAMING') RETURNING event_id";
+    "user_message_id = COALESCE(NULLIF($15::bigint, 0), user_message_id), answer_pending = $16 "
+    "WHERE id = $1 AND status IN ('PENDING', 'STREAMING') RETURNING event_id), "
+    "o AS (INSERT INTO usage_outbox (event_id, payload, locked_until) "
+    "SELECT event_id, $17, now() + $18::double precision * interval '1 microsecond' FROM p "
+    "WHERE $17::text IS NOT NULL RETURNING id) "
+    "SELECT (SELECT count(*) FROM p), COALESCE((SELECT id FROM o), 0)";
+constexpr char kSettle[] =
+    "WITH acked AS (DELETE FROM usage_outbox WHERE id = ANY($1::bigint[])) "
+    "UPDATE ai_prompts p SET answer_pending = false, response_message_id = s.mid "
+    "FROM unnest($2::bigint[], $3::bigint[]) AS s(pid, mid) WHERE p.id = s.pid";
+constexpr char kAnswerLost[] =
+    "UPDATE ai_prompts SET answer_pending = false, status = 'FAILED', error = $2 "
+    "WHERE id = $1 AND answer_pending";
+constexpr char kRenewLease[] =
+    "INSERT INTO ai_agent_leases (owner, lease_until) "
+    "VALUES ($1, now() + $2::double precision * interval '1 microsecond') "
+    "ON CONFLICT (owner) DO UPDATE SET lease_until = EXCLUDED.lease_until";
+constexpr char kDropLease[] = "DELETE FROM ai_agent_leases WHERE owner = $1";
+// Unsettled prompts (running, or an answer not yet in the conversation) whose owner
+// holds no live lease, taken over by $1 so that one replica finishes each; plus
+// $1's own whose in-process save gave up: answers pending for $4 after the turn
+// ended, turns unfinished $3 after they started (longer than any turn can run).
+constexpr char kAdoptAbandoned[] =
+    "UPDATE ai_prompts SET owner = $1 WHERE id IN ("
+    " SELECT p.id FROM ai_prompts p LEFT JOIN ai_agent_leases l ON l.owner = p.owner "
+    " WHERE (p.status IN ('PENDING', 'STREAMING') OR p.answer_pending) "
+    " AND (CASE WHEN p.owner = $1 THEN (p.answer_pending "
+    "     AND p.completed_at < now() - $4::double precision * interval '1 microsecond') "
+    "     OR (p.status IN ('PENDING', 'STREAMING') "
+    "     AND p.created_at < now() - $3::double precision * interval '1 microsecond') "
+    "   WHEN p.owner IS NULL "
+    "     THEN p.created_at < now() - $3::double precision * interval '1 microsecond' "
+    "   ELSE l.lease_until IS NULL OR l.lease_until < now() END) "
+    " ORDER BY p.id LIMIT $2 FOR UPDATE OF p SKIP LOCKED) "
+    "RETURNING " AICHAT_PROMPT_COLS;
 
 #undef AICHAT_PROMPT_COLS
 #undef AICHAT_MODEL_COLS
 
 // --- outbox ---
 
-constexpr char kInsertOutbox[] = "INSERT INTO usage_outbox (event_id, payload) VALUES ($1, $2)";
 // Leases instead of row locks held across RPCs: the claim commits at once, the
 // publisher calls usage outside any transaction, and a crashed publisher's rows
 // come back when the lease runs out (RecordUsage is idempotent on event_id).
@@ -113,7 +141,6 @@ constexpr char kClaimOutbox[] =
     "AND (locked_until IS NULL OR locked_until < now()) ORDER BY id LIMIT $1 "
     "FOR UPDATE SKIP LOCKED) "
     "RETURNING id, event_id, payload, attempts, created_at";
-constexpr char kAckOutbox[] = "DELETE FROM usage_outbox WHERE id = ANY($1::bigint[])";
 constexpr char kRetryOutbox[] =
     "UPDATE usage_outbox SET locked_until = NULL, "
     "next_attempt_at = now() + $2::double precision * interval '1 microsecond', "
@@ -181,6 +208,10 @@ PromptRecord ReadPrompt(const PgResult& r, int row) {
   if (!r.IsNull(row, 27)) {
     p.completed_at = r.Time(row, 27);
   }
+  p.request_hash = r.String(row, 28);
+  p.owner = r.String(row, 29);
+  p.context_tokens = r.Int(row, 30);
+  p.answer_pending = r.Bool(row, 31);
   return p;
 }
 
@@ -277,23 +308,37 @@ absl::Status PgAgentStore::DeleteModel(const std::string& name) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<PromptRecord> PgAgentStore::InsertPrompt(const NewPrompt& p) {
-  auto r =
-      pool_->Exec(kInsertPrompt, {p.user_id, p.conversation_id, p.idempotency_key, p.event_id,
-                                  p.model, p.provider_model, p.prices.input_micros_per_mtok,
-                                  p.prices.cached_input_micros_per_mtok,
-                                  p.prices.output_micros_per_mtok, p.context_window,
-                                  p.max_output_tokens, p.user_message_id, p.replaces_message_id});
+absl::StatusOr<std::vector<int64_t>> PgAgentStore::ReservePromptIds(int n) {
+  auto r = pool_->Exec(kReserveIds, {std::max(1, n)});
+  if (!r.ok()) {
+    return r.status();
+  }
+  std::vector<int64_t> ids;
+  ids.reserve(r->rows());
+  for (int i = 0; i < r->rows(); ++i) {
+    ids.push_back(r->Int(i, 0));
+  }
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+absl::Status PgAgentStore::InsertPrompt(const NewPrompt& p) {
+  auto r = pool_->Exec(
+      kInsertPrompt,
+      {p.id, p.user_id, p.conversation_id, p.idempotency_key, p.event_id, p.model, p.provider_model,
+       p.prices.input_micros_per_mtok, p.prices.cached_input_micros_per_mtok,
+       p.prices.output_micros_per_mtok, p.context_window, p.max_output_tokens, p.user_message_id,
+       p.replaces_message_id, p.request_hash, p.owner, p.context_tokens});
   if (!r.ok()) {
     if (absl::IsAlreadyExists(r.status())) {
       if (absl::StrContains(r.status().message(), "ai_prompts_idempotency_key")) {
         return absl::AlreadyExistsError("idempotency key already used");
       }
-      return absl::AlreadyExistsError("event id already used");
+      return absl::AlreadyExistsError("prompt id or event id already used");
     }
     return r.status();
   }
-  return ReadPrompt(*r, 0);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<PromptRecord> PgAgentStore::FindByIdempotencyKey(int64_t user_id,
@@ -324,21 +369,6 @@ absl::StatusOr<std::vector<PromptRecord>> PgAgentStore::ListPrompts(
   return out;
 }
 
-absl::Status PgAgentStore::MarkStreaming(int64_t prompt_id, int64_t user_message_id) {
-  auto lease = pool_->Acquire();
-  if (!lease.ok()) {
-    return lease.status();
-  }
-  auto r = (*lease)->Exec(kMarkStreaming, {prompt_id, user_message_id});
-  if (!r.ok()) {
-    return r.status();
-  }
-  if (r->rows() == 1) {
-    return absl::OkStatus();
-  }
-  return MissingOr(**lease, prompt_id, absl::OkStatus());
-}
-
 absl::Status PgAgentStore::MarkRefused(int64_t prompt_id, PromptStatus status,
                                        const std::string& error) {
   if (!IsTerminal(status)) {
@@ -358,16 +388,9 @@ absl::Status PgAgentStore::MarkRefused(int64_t prompt_id, PromptStatus status,
   return MissingOr(**lease, prompt_id, absl::FailedPreconditionError("prompt already finished"));
 }
 
-absl::StatusOr<int64_t> PgAgentStore::SweepAbandoned(absl::Duration older_than) {
-  auto r = pool_->Exec(kSweepAbandoned, {Micros(older_than)});
-  if (!r.ok()) {
-    return r.status();
-  }
-  return r->affected();
-}
-
-absl::Status PgAgentStore::FinishPrompt(int64_t prompt_id, const PromptOutcome& o,
-                                        const std::optional<std::string>& usage_event) {
+absl::StatusOr<int64_t> PgAgentStore::FinishPrompt(int64_t prompt_id, const PromptOutcome& o,
+                                                   const std::optional<std::string>& usage_event,
+                                                   absl::Duration outbox_lease) {
   if (o.status != PromptStatus::kCompleted && o.status != PromptStatus::kFailed &&
       o.status != PromptStatus::kCancelled) {
     return absl::InvalidArgumentError("FinishPrompt needs COMPLETED, FAILED or CANCELLED");
@@ -376,24 +399,78 @@ absl::Status PgAgentStore::FinishPrompt(int64_t prompt_id, const PromptOutcome& 
   if (usage_event.has_value()) {
     payload = Base64UrlEncode(*usage_event);
   }
-  return pool_->Transaction([&](PgConn& conn) -> absl::Status {
-    auto r =
-        conn.Exec(kFinishPrompt, {prompt_id, PromptStatusName(o.status), o.response_message_id,
-                                  o.response_text, o.reported_model, o.prompt_tokens,
-                                  o.completion_tokens, o.cached_tokens, o.estimated, o.cost_nanos,
-                                  o.finish_reason, Truncated(o.error), o.latency_ms, o.ttft_ms,
-                                  o.user_message_id});
-    if (!r.ok()) {
-      return r.status();
-    }
-    if (r->rows() == 0) {
-      return MissingOr(conn, prompt_id, absl::FailedPreconditionError("prompt already finished"));
-    }
-    if (!payload.has_value()) {
-      return absl::OkStatus();
-    }
-    return conn.Exec(kInsertOutbox, {r->String(0, 0), *payload}).status();
-  });
+  auto lease = pool_->Acquire();
+  if (!lease.ok()) {
+    return lease.status();
+  }
+  auto r = (*lease)->Exec(
+      kFinishPrompt,
+      {prompt_id, PromptStatusName(o.status), o.response_message_id, o.response_text,
+       o.reported_model, o.prompt_tokens, o.completion_tokens, o.cached_tokens, o.estimated,
+       o.cost_nanos, o.finish_reason, Truncated(o.error), o.latency_ms, o.ttft_ms,
+       o.user_message_id, o.answer_pending, payload, Micros(outbox_lease)});
+  if (!r.ok()) {
+    return r.status();
+  }
+  if (r->Int(0, 0) == 0) {
+    return MissingOr(**lease, prompt_id, absl::FailedPreconditionError("prompt already finished"));
+  }
+  return r->Int(0, 1);
+}
+
+namespace {
+std::string IdArray(const std::vector<int64_t>& ids) {
+  std::string array = "{";
+  for (size_t i = 0; i < ids.size(); ++i) {
+    absl::StrAppend(&array, i == 0 ? "" : ",", ids[i]);
+  }
+  array += "}";
+  return array;
+}
+}  // namespace
+
+absl::Status PgAgentStore::Settle(const std::vector<int64_t>& delivered,
+                                  const std::vector<SavedAnswer>& saved) {
+  if (delivered.empty() && saved.empty()) {
+    return absl::OkStatus();
+  }
+  std::vector<int64_t> prompts;
+  std::vector<int64_t> messages;
+  prompts.reserve(saved.size());
+  messages.reserve(saved.size());
+  for (const auto& s : saved) {
+    prompts.push_back(s.prompt_id);
+    messages.push_back(s.message_id);
+  }
+  return pool_->Exec(kSettle, {IdArray(delivered), IdArray(prompts), IdArray(messages)}).status();
+}
+
+absl::Status PgAgentStore::MarkAnswerLost(int64_t prompt_id, const std::string& error) {
+  return pool_->Exec(kAnswerLost, {prompt_id, Truncated(error)}).status();
+}
+
+absl::Status PgAgentStore::RenewLease(const std::string& owner, absl::Duration ttl) {
+  return pool_->Exec(kRenewLease, {owner, Micros(ttl)}).status();
+}
+
+absl::Status PgAgentStore::DropLease(const std::string& owner) {
+  return pool_->Exec(kDropLease, {owner}).status();
+}
+
+absl::StatusOr<std::vector<PromptRecord>> PgAgentStore::AdoptAbandoned(
+    const std::string& owner, int limit, absl::Duration unowned_after,
+    absl::Duration own_pending_after) {
+  auto r = pool_->Exec(kAdoptAbandoned,
+                       {owner, limit, Micros(unowned_after), Micros(own_pending_after)});
+  if (!r.ok()) {
+    return r.status();
+  }
+  std::vector<PromptRecord> out;
+  out.reserve(r->rows());
+  for (int i = 0; i < r->rows(); ++i) {
+    out.push_back(ReadPrompt(*r, i));
+  }
+  return out;
 }
 
 absl::StatusOr<std::vector<OutboxEntry>> PgAgentStore::ClaimOutbox(int limit,
@@ -423,17 +500,7 @@ absl::StatusOr<std::vector<OutboxEntry>> PgAgentStore::ClaimOutbox(int limit,
   return out;
 }
 
-absl::Status PgAgentStore::AckOutbox(const std::vector<int64_t>& ids) {
-  if (ids.empty()) {
-    return absl::OkStatus();
-  }
-  std::string array = "{";
-  for (size_t i = 0; i < ids.size(); ++i) {
-    absl::StrAppend(&array, i == 0 ? "" : ",", ids[i]);
-  }
-  array += "}";
-  return pool_->Exec(kAckOutbox, {array}).status();
-}
+absl::Status PgAgentStore::AckOutbox(const std::vector<int64_t>& ids) { return Settle(ids, {}); }
 
 absl::Status PgAgentStore::RetryOutbox(int64_t id, absl::Duration delay, const std::string& error) {
   auto r = pool_->Exec(kRetryOutbox, {id, Micros(delay), Truncated(error)});

@@ -29,6 +29,9 @@ struct TurnRequest {
   std::optional<double> temperature;
   bool regenerate = false;
   absl::Time deadline = absl::InfiniteFuture();
+  // The gRPC call this turn serves, if any: the turn's peer calls inherit its
+  // deadline and cancellation.
+  const grpc::CallbackServerContext* server_context = nullptr;
 };
 
 // conversation_id, content (unless regenerating), model, idempotency_key,

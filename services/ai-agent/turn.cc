@@ -1,55 +1,40 @@
 #include "services/ai-agent/turn.h"
 
-#include <cstdlib>
-#include <thread>
+#include <sodium.h>
 
+#include <algorithm>
+#include <cstdlib>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/jwt.h"
 #include "common/log.h"
-#include "common/money.h"
-#include "common/proto_time.h"
 #include "common/status.h"
 
 namespace aichat::agent {
 namespace {
 
-namespace cv1 = conversation::v1;
-namespace uv1 = usage::v1;
-
-// Peer failures are reported with the peer named, so operators know where to look.
-absl::Status PeerError(const char* peer, const grpc::Status& st) {
-  absl::Status s = FromGrpcStatus(st);
-  if (s.code() == absl::StatusCode::kUnavailable ||
-      s.code() == absl::StatusCode::kDeadlineExceeded || s.code() == absl::StatusCode::kInternal ||
-      s.code() == absl::StatusCode::kUnknown) {
-    return absl::UnavailableError(absl::StrCat(peer, " service unavailable"));
-  }
-  return s;
-}
-
-const char* RoleName(cv1::MessageRole r) {
+const char* RoleName(MessageRole r) {
   switch (r) {
-    case cv1::MESSAGE_ROLE_ASSISTANT:
+    case MessageRole::kAssistant:
       return "assistant";
-    case cv1::MESSAGE_ROLE_SYSTEM:
+    case MessageRole::kSystem:
       return "system";
-    default:
-      return "user";
+    case MessageRole::kUser:
+      break;
   }
+  return "user";
 }
 
-void FillResult(const PromptRecord& p, v1::TurnResult* r) {
-  r->set_prompt_id(p.id);
-  r->set_user_message_id(p.user_message_id);
-  r->set_response_message_id(p.response_message_id);
-  r->set_text(p.response_text);
-  FillUsage(p, r->mutable_usage());
-  r->set_cost_nanos(p.cost_nanos);
-  r->set_model(p.model);
-  r->set_provider_model(p.provider_model);
-  r->set_finish_reason(p.finish_reason);
-  r->set_latency_ms(p.latency_ms);
+// A save that failed this way may succeed later (a restart, a failover).
+bool Transient(const absl::Status& s) {
+  return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) || absl::IsAborted(s);
+}
+
+absl::Duration Backoff(absl::Duration initial, int attempt) {
+  return std::min(initial * (1 << std::min(attempt, 6)), absl::Seconds(5));
 }
 
 }  // namespace
@@ -57,7 +42,10 @@ void FillResult(const PromptRecord& p, v1::TurnResult* r) {
 Turn::Turn(TurnDeps* deps, TurnRequest request, TurnSink* sink)
     : deps_(deps), req_(std::move(request)), sink_(sink), started_at_(absl::Now()) {
   event_id_ = absl::StrCat("turn-", RandomToken(16));
+  deps_->live.fetch_add(1, std::memory_order_relaxed);
 }
+
+Turn::~Turn() { deps_->live.fetch_sub(1, std::memory_order_relaxed); }
 
 std::shared_ptr<Turn> Turn::Start(TurnDeps* deps, TurnRequest request, TurnSink* sink) {
   auto turn = std::make_shared<Turn>(deps, std::move(request), sink);
@@ -66,12 +54,12 @@ std::shared_ptr<Turn> Turn::Start(TurnDeps* deps, TurnRequest request, TurnSink*
     turn->Finish(st, nullptr);
     return turn;
   }
-  turn->Submit(&Turn::Prepare);
+  turn->Read();
   return turn;
 }
 
-void Turn::Submit(void (Turn::*step)()) {
-  deps_->workers->Submit([self = shared_from_this(), step] { ((*self).*step)(); });
+void Turn::Arrive(void (Turn::*next)()) {
+  if (join_.fetch_sub(1, std::memory_order_acq_rel) == 1) (this->*next)();
 }
 
 bool Turn::cancelled() {
@@ -89,241 +77,285 @@ void Turn::Cancel() {
   if (call != nullptr) call->Cancel();
 }
 
-std::unique_ptr<grpc::ClientContext> Turn::PeerContext() {
-  auto ctx = std::make_unique<grpc::ClientContext>();
-  absl::Time deadline = std::min(req_.deadline, absl::Now() + deps_->options.peer_timeout);
-  ctx->set_deadline(absl::ToChronoTime(deadline));
-  ctx->AddMetadata("authorization", absl::StrCat("Bearer ", deps_->service_token));
-  ctx->AddMetadata(kActingUserHeader, absl::StrCat(req_.caller.user_id));
-  // A peer that just restarted is reconnected to within the deadline instead of
-  // failing the call at once while the channel is in reconnect backoff.
-  ctx->set_wait_for_ready(true);
-  return ctx;
+PeerCall Turn::ClientCall() const {
+  return PeerCall{
+      .user_id = req_.caller.user_id, .deadline = req_.deadline, .parent = req_.server_context};
 }
 
-void Turn::Prepare() {
-  if (cancelled()) return FailBeforeProvider(absl::CancelledError("cancelled by the client"), {});
-  if (!req_.idempotency_key.empty()) {
-    auto existing = deps_->store->FindByIdempotencyKey(req_.caller.user_id, req_.idempotency_key);
-    if (existing.ok()) return ReturnExisting(*std::move(existing));
-    if (!absl::IsNotFound(existing.status())) return Finish(existing.status(), nullptr);
+PeerCall Turn::SaveCall() const {
+  return PeerCall{.user_id = req_.caller.user_id,
+                  .deadline = absl::Now() + deps_->options.peer_timeout};
+}
+
+// What a retry with the same key must repeat: the conversation and every field
+// that shapes the answer.
+std::string Turn::RequestHash() const {
+  std::string material = absl::StrCat(
+      req_.conversation_id, "\n", req_.regenerate ? "regenerate" : "send", "\n", req_.model, "\n",
+      req_.max_output_tokens.value_or(0), "\n",
+      req_.temperature.has_value() ? absl::StrCat(*req_.temperature) : "-", "\n", req_.content);
+  unsigned char digest[16];
+  crypto_generichash(digest, sizeof(digest),
+                     reinterpret_cast<const unsigned char*>(material.data()), material.size(),
+                     nullptr, 0);
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(digest), sizeof(digest)));
+}
+
+// ---- Read: the conversation and the earlier turn with this key, at once.
+
+void Turn::Read() {
+  const bool keyed = !req_.idempotency_key.empty();
+  if (keyed) request_hash_ = RequestHash();  // before the content moves on
+  join_.store(keyed ? 2 : 1, std::memory_order_relaxed);
+  auto self = shared_from_this();
+  // The model may be the conversation's, known only after this read: ask for the
+  // largest context any model takes and cut it down once the model is known.
+  int32_t max_tokens = deps_->models->LargestContextBudget();
+  deps_->conversation->ReadContext(ClientCall(), req_.conversation_id, max_tokens,
+                                   [self](absl::StatusOr<TurnContext> r) {
+                                     self->read_ = std::move(r);
+                                     self->Arrive(&Turn::AfterRead);
+                                   });
+  if (keyed) {
+    deps_->workers->Submit([self] {
+      self->earlier_ = self->deps_->store->FindByIdempotencyKey(self->req_.caller.user_id,
+                                                                self->req_.idempotency_key);
+      self->Arrive(&Turn::AfterRead);
+    });
   }
-  cv1::GetConversationRequest creq;
-  creq.set_id(req_.conversation_id);
-  cv1::Conversation conv;
-  {
-    auto ctx = PeerContext();
-    grpc::Status st = deps_->conversation->GetConversation(ctx.get(), creq, &conv);
-    if (!st.ok()) return Finish(PeerError("conversation", st), nullptr);
-  }
-  system_prompt_ = conv.system_prompt();
-  conversation_model_ = conv.model();
-  auto model = deps_->models->Resolve(req_.model, conv.model());
-  if (!model.ok()) return Finish(model.status(), nullptr);
+}
+
+void Turn::AfterRead() {
+  if (cancelled()) return Finish(absl::CancelledError("cancelled by the client"), nullptr);
+  if (earlier_.ok()) return Replay(*std::move(earlier_));
+  if (!absl::IsNotFound(earlier_.status())) return Finish(earlier_.status(), nullptr);
+  if (!read_.ok()) return Finish(read_.status(), nullptr);
+  if (auto st = BuildContext(*std::move(read_)); !st.ok()) return Finish(st, nullptr);
+  if (auto id = deps_->prompt_ids->TryTake(); id.has_value()) return Claim(*id);
+  // No id on hand (a refill is under way): wait for one on a worker.
+  deps_->workers->Submit([self = shared_from_this()] {
+    auto id = self->deps_->prompt_ids->Take();
+    if (!id.ok()) return self->Finish(id.status(), nullptr);
+    self->Claim(*id);
+  });
+}
+
+// The model, the answer's size and the messages sent upstream: the newest that fit.
+absl::Status Turn::BuildContext(TurnContext ctx) {
+  auto model = deps_->models->Resolve(req_.model, ctx.model);
+  if (!model.ok()) return model.status();
   model_ = *std::move(model);
   max_output_ = model_.config.max_output_tokens;
   if (req_.max_output_tokens.has_value()) {
     if (*req_.max_output_tokens > max_output_) {
-      return Finish(
-          absl::InvalidArgumentError(absl::StrCat("max_output_tokens must be at most ", max_output_,
-                                                  " for model ", model_.config.name)),
-          nullptr);
+      return absl::InvalidArgumentError(absl::StrCat(
+          "max_output_tokens must be at most ", max_output_, " for model ", model_.config.name));
     }
     max_output_ = *req_.max_output_tokens;
   }
-  int64_t budget = int64_t{model_.config.context_window} - max_output_;
-  int64_t own = 0;
-  if (!req_.regenerate) {
-    own = EstimateTokens(req_.content) + 4;
-    if (own > budget) {
-      return Finish(absl::InvalidArgumentError(absl::StrCat(
-                        "content is too long for the context window of model ", model_.config.name,
-                        " (about ", own, " tokens; at most ", budget, ")")),
-                    nullptr);
+  const int64_t budget = int64_t{model_.config.context_window} - max_output_;
+  const int64_t own = req_.regenerate ? 0 : EstimateTokens(req_.content) + 4;
+  if (own > budget) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("content is too long for the context window of model ", model_.config.name,
+                     " (about ", own, " tokens; at most ", budget, ")"));
+  }
+  // A regeneration answers the last user message; the answer after it (if any) is
+  // the one being replaced, and nothing after it is context.
+  int64_t end = static_cast<int64_t>(ctx.messages.size());
+  if (req_.regenerate) {
+    int64_t last_user = end - 1;
+    while (last_user >= 0 && ctx.messages[last_user].role != MessageRole::kUser) --last_user;
+    if (last_user < 0) {
+      return absl::FailedPreconditionError("the conversation has no user message to answer");
     }
-  }
-  // The context comes first (a read): the reservation is sized from it, and then the
-  // reservation and the prompt row are written at the same time.
-  cv1::GetContextRequest greq;
-  greq.set_conversation_id(req_.conversation_id);
-  greq.set_max_tokens(static_cast<int32_t>(std::clamp<int64_t>(budget - own, 1, INT32_MAX)));
-  cv1::GetContextResponse gresp;
-  {
-    auto ctx = PeerContext();
-    grpc::Status st = deps_->conversation->GetContext(ctx.get(), greq, &gresp);
-    if (!st.ok()) return Finish(PeerError("conversation", st), nullptr);
-  }
-  if (!gresp.system_prompt().empty()) messages_.push_back({"system", gresp.system_prompt()});
-  context_tokens_ = gresp.system_prompt_tokens();
-  if (!req_.regenerate) {
-    for (const auto& m : gresp.messages()) {
-      messages_.push_back({RoleName(m.role()), m.content()});
-      context_tokens_ += m.token_count();
+    for (int64_t i = end - 1; i > last_user; --i) {
+      if (ctx.messages[i].role == MessageRole::kAssistant) {
+        facts_.replaces_message_id = ctx.messages[i].id;
+        break;
+      }
     }
-    messages_.push_back({"user", req_.content});
-    context_tokens_ += own;
-    return Claim();
+    facts_.user_message_id = ctx.messages[last_user].id;
+    end = last_user + 1;
   }
-  // Regeneration: the context ends at the last user message; the answer after it
-  // (if any) is the one being replaced.
-  int last_user = -1;
-  for (int i = gresp.messages_size() - 1; i >= 0; --i) {
-    if (gresp.messages(i).role() == cv1::MESSAGE_ROLE_USER) {
-      last_user = i;
-      break;
-    }
+  // Newest first while the tokens fit (the conversation cut the window for the
+  // largest model; this model's may be smaller).
+  int64_t used = ctx.system_prompt_tokens + own;
+  int64_t first = end;
+  while (first > 0 && used + ctx.messages[first - 1].token_count <= budget) {
+    used += ctx.messages[--first].token_count;
   }
-  if (last_user < 0) {
-    return Finish(absl::FailedPreconditionError("the conversation has no user message to answer"),
-                  nullptr);
+  if (req_.regenerate && first == end) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the last user message is too long for the context window of model ", model_.config.name));
   }
-  for (int i = gresp.messages_size() - 1; i > last_user; --i) {
-    if (gresp.messages(i).role() == cv1::MESSAGE_ROLE_ASSISTANT) {
-      replaces_message_id_ = gresp.messages(i).id();
-      break;
-    }
+  messages_.reserve(end - first + 2);
+  if (!ctx.system_prompt.empty()) messages_.push_back({"system", std::move(ctx.system_prompt)});
+  for (int64_t i = first; i < end; ++i) {
+    messages_.push_back({RoleName(ctx.messages[i].role), std::move(ctx.messages[i].content)});
   }
-  user_message_id_ = gresp.messages(last_user).id();
-  for (int i = 0; i <= last_user; ++i) {
-    messages_.push_back({RoleName(gresp.messages(i).role()), gresp.messages(i).content()});
-    context_tokens_ += gresp.messages(i).token_count();
-  }
-  Claim();
+  if (!req_.regenerate) messages_.push_back({"user", req_.content});
+  context_tokens_ = used;
+  return absl::OkStatus();
 }
 
-void Turn::Claim() {
+// ---- Claim: reservation, prompt row and user message, at once.
+
+void Turn::Claim(int64_t prompt_id) {
+  facts_.user_id = req_.caller.user_id;
+  facts_.conversation_id = req_.conversation_id;
+  facts_.prompt_id = prompt_id;
+  facts_.event_id = event_id_;
+  facts_.model = model_.config.name;
+  facts_.provider_model = model_.config.provider_model;
+  facts_.prices = model_.prices;
+  facts_.started_at = started_at_;
+
   NewPrompt p;
+  p.id = prompt_id;
   p.user_id = req_.caller.user_id;
   p.conversation_id = req_.conversation_id;
   p.idempotency_key = req_.idempotency_key;
+  p.request_hash = request_hash_;
   p.event_id = event_id_;
+  p.owner = deps_->replica;
   p.model = model_.config.name;
   p.provider_model = model_.config.provider_model;
   p.prices = model_.prices;
   p.context_window = model_.config.context_window;
   p.max_output_tokens = max_output_;
-  p.user_message_id = user_message_id_;
-  p.replaces_message_id = replaces_message_id_;
-  {
-    absl::MutexLock lock(&join_mu_);
-    pending_ = 2;
+  p.context_tokens = context_tokens_;
+  p.user_message_id = facts_.user_message_id;
+  p.replaces_message_id = facts_.replaces_message_id;
+
+  join_.store(req_.regenerate ? 2 : 3, std::memory_order_relaxed);
+  auto self = shared_from_this();
+  // Worst case: the whole context at the input price plus every allowed answer token.
+  ReserveRequest reserve;
+  reserve.event_id = event_id_;
+  reserve.max_cost_nanos = CostNanos(context_tokens_, 0, max_output_, model_.prices);
+  // A service acting for a user carries no per-user rate in its token: the default.
+  reserve.requests_per_minute = req_.caller.requests_per_minute > 0
+                                    ? req_.caller.requests_per_minute
+                                    : deps_->options.default_requests_per_minute;
+  deps_->usage->Reserve(ClientCall(), reserve, [self](absl::StatusOr<ReserveDecision> d) {
+    self->reserve_ = std::move(d);
+    self->Arrive(&Turn::AfterClaim);
+  });
+  deps_->workers->Submit([self, p = std::move(p)] {
+    self->insert_ = self->deps_->store->InsertPrompt(p);
+    self->Arrive(&Turn::AfterClaim);
+  });
+  if (!req_.regenerate) {
+    NewTurnMessage m;
+    m.conversation_id = req_.conversation_id;
+    m.role = MessageRole::kUser;
+    m.content = std::move(req_.content);  // the provider's copy is in messages_
+    m.prompt_id = prompt_id;
+    deps_->conversation->Append(ClientCall(), m, [self](absl::StatusOr<int64_t> id) {
+      self->user_append_ = std::move(id);
+      self->Arrive(&Turn::AfterClaim);
+    });
   }
-  auto arrive = [self = shared_from_this()] {
-    bool last;
-    {
-      absl::MutexLock lock(&self->join_mu_);
-      last = --self->pending_ == 0;
+}
+
+void Turn::AfterClaim() {
+  if (req_.regenerate) {
+    user_append_ = facts_.user_message_id;
+  } else if (user_append_.ok()) {
+    facts_.user_message_id = *user_append_;
+  }
+  reserved_ = reserve_.ok() && reserve_->allowed;
+  if (!insert_.ok()) {
+    // Nothing of this turn is on record. ALREADY_EXISTS on the key: a concurrent
+    // request with the same key won the claim; this one waits for its answer.
+    const bool lost_key_race = absl::IsAlreadyExists(insert_) && !req_.idempotency_key.empty() &&
+                               absl::StrContains(insert_.message(), "idempotency");
+    return Unclaim(insert_, std::nullopt, lost_key_race);
+  }
+  if (!req_.idempotency_key.empty()) {
+    deps_->running->Add(req_.caller.user_id, req_.idempotency_key);
+    key_registered_ = true;
+  }
+  if (cancelled()) {
+    return Unclaim(absl::CancelledError("cancelled by the client"), PromptStatus::kCancelled);
+  }
+  if (!user_append_.ok()) return Unclaim(user_append_.status(), PromptStatus::kFailed);
+  if (!reserve_.ok()) {
+    // Only "usage cannot be reached" admits a turn without a reservation; usage
+    // answering with an error (its database is down) refuses it.
+    if (!(deps_->options.budget_fail_open && IsPeerUnreachable(reserve_.status()))) {
+      return Unclaim(reserve_.status(), PromptStatus::kFailed);
     }
-    if (last) self->Submit(&Turn::AfterClaim);
+    if (deps_->metrics != nullptr) deps_->metrics->reservations_skipped().Increment();
+    LogWarn("usage unreachable: turn admitted without a budget reservation",
+            {{"prompt_id", facts_.prompt_id}});
+  } else if (!reserve_->allowed) {
+    return Unclaim(
+        absl::ResourceExhaustedError(reserve_->message),
+        reserve_->rate_limited ? PromptStatus::kRateLimited : PromptStatus::kBudgetExceeded);
+  }
+  Stream();
+}
+
+// Undo a claim: release the reservation, take the user message back out of the
+// conversation and record the refusal (which frees the idempotency key), at once;
+// the client hears `status` once the refusal is on record (or, `then_replay`, the
+// answer of the request that won the key).
+void Turn::Unclaim(absl::Status status, std::optional<PromptStatus> prompt_status,
+                   bool then_replay) {
+  // A reservation or a user message whose call was cut off may have committed.
+  auto maybe_written = [](const absl::Status& s) {
+    return s.ok() || absl::IsCancelled(s) || absl::IsDeadlineExceeded(s);
   };
-  // The reservation (a commit in usage) runs while the prompt row is committed here:
-  // one durable write on the way to the first token instead of two. Worst case: the
-  // whole context at the input price plus every allowed answer token.
-  reserve_req_.set_user_id(req_.caller.user_id);
-  reserve_req_.set_event_id(event_id_);
-  reserve_req_.set_max_cost_nanos(CostNanos(context_tokens_, 0, max_output_, model_.prices));
-  // A service acting for a user carries no per-user rate in its token: apply the default.
-  reserve_req_.set_requests_per_minute(req_.caller.requests_per_minute > 0
-                                           ? req_.caller.requests_per_minute
-                                           : deps_->options.default_requests_per_minute);
-  reserve_ctx_ = PeerContext();
-  reserve_ctx_->set_wait_for_ready(false);  // usage down must read UNAVAILABLE, not a timeout
-  deps_->usage->async()->ReserveBudget(reserve_ctx_.get(), &reserve_req_, &reserve_resp_,
-                                       [self = shared_from_this(), arrive](grpc::Status st) {
-                                         {
-                                           absl::MutexLock lock(&self->join_mu_);
-                                           self->reserve_status_ = std::move(st);
-                                         }
-                                         arrive();
-                                       });
-  auto claim = deps_->store->InsertPrompt(p);
-  {
-    absl::MutexLock lock(&join_mu_);
-    claim_ = std::move(claim);
+  if (reserved_ || (!reserve_.ok() && maybe_written(reserve_.status()))) {
+    deps_->usage->Release(event_id_);
+    reserved_ = false;
+  }
+  const bool retract = !req_.regenerate && maybe_written(user_append_.status());
+  const bool mark = prompt_status.has_value();
+  if (deps_->metrics != nullptr && mark) deps_->metrics->Turn(PromptStatusName(*prompt_status));
+  auto self = shared_from_this();
+  std::string why(status.message());
+  join_.store(1 + (retract ? 1 : 0) + (mark ? 1 : 0), std::memory_order_relaxed);
+  auto arrive = [self, status = std::move(status), then_replay] {
+    if (self->join_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    if (!then_replay) return self->Finish(status, nullptr);
+    self->ReplayLater(0);
+  };
+  if (retract) {
+    deps_->conversation->Retract(
+        SaveCall(), req_.conversation_id, facts_.prompt_id, [arrive](absl::Status st) {
+          if (!st.ok()) {
+            LogWarn("user message of a refused turn not removed",
+                    {{"code", std::string(absl::StatusCodeToString(st.code()))}});
+          }
+          arrive();
+        });
+  }
+  if (mark) {
+    deps_->workers->Submit([self, arrive, ps = *prompt_status, why = std::move(why)] {
+      (void)self->deps_->store->MarkRefused(self->facts_.prompt_id, ps, why);
+      arrive();
+    });
   }
   arrive();
 }
 
-void Turn::AfterClaim() {
-  absl::StatusOr<PromptRecord> claim = absl::UnknownError("unset");
-  grpc::Status st;
-  {
-    absl::MutexLock lock(&join_mu_);
-    claim = claim_;
-    st = reserve_status_;
-  }
-  const uv1::ReserveBudgetResponse rresp = std::move(reserve_resp_);
-  // An admission this turn will not use goes back at once (its budget share; the
-  // rate window still counts it, as it counts any admitted request).
-  reserved_ = st.ok() && rresp.allowed();
-  if (absl::IsAlreadyExists(claim.status())) {
-    // A concurrent request with the same idempotency key won the race.
-    if (reserved_) Release();
-    auto existing = deps_->store->FindByIdempotencyKey(req_.caller.user_id, req_.idempotency_key);
-    if (!existing.ok()) return Finish(existing.status(), nullptr);
-    return ReturnExisting(*std::move(existing));
-  }
-  if (!claim.ok()) {
-    if (reserved_) Release();
-    return Finish(claim.status(), nullptr);
-  }
-  prompt_id_ = claim->id;
-  if (st.ok()) {
-    if (!rresp.allowed()) {
-      bool rate = rresp.reason() == uv1::REFUSAL_REASON_RATE_LIMITED;
-      return FailBeforeProvider(absl::ResourceExhaustedError(rresp.message()),
-                                rate ? PromptStatus::kRateLimited : PromptStatus::kBudgetExceeded);
-    }
-  } else if (deps_->options.budget_fail_open && st.error_code() == grpc::StatusCode::UNAVAILABLE) {
-    // Only "cannot reach usage" admits a turn: a slow usage (DEADLINE_EXCEEDED)
-    // is overload, and admitting under overload would let bursts skip the limits.
-    if (deps_->metrics != nullptr) deps_->metrics->reservations_skipped().Increment();
-    LogWarn("usage unavailable; turn admitted without a reservation",
-            {{"prompt_id", prompt_id_}, {"user_id", req_.caller.user_id}});
-  } else {
-    return FailBeforeProvider(PeerError("usage", st), PromptStatus::kFailed);
-  }
-  if (cancelled()) {
-    return FailBeforeProvider(absl::CancelledError("cancelled by the client"),
-                              PromptStatus::kCancelled);
-  }
-  AfterReservation();
-}
+// ---- Stream: the provider's answer, delta by delta.
 
-void Turn::AfterReservation() {
-  if (!req_.regenerate) {
-    cv1::AppendMessageRequest areq;
-    areq.set_conversation_id(req_.conversation_id);
-    areq.set_role(cv1::MESSAGE_ROLE_USER);
-    areq.set_content(req_.content);
-    areq.set_prompt_id(prompt_id_);
-    cv1::Message msg;
-    auto ctx = PeerContext();
-    grpc::Status st = deps_->conversation->AppendMessage(ctx.get(), areq, &msg);
-    if (!st.ok()) return FailBeforeProvider(PeerError("conversation", st), PromptStatus::kFailed);
-    user_message_id_ = msg.id();
-  }
-  if (cancelled()) {
-    return FailBeforeProvider(absl::CancelledError("cancelled by the client"),
-                              PromptStatus::kCancelled);
-  }
-  // Not on the critical path: the STREAMING mark is written while the provider works.
-  deps_->workers->Submit([store = deps_->store, id = prompt_id_, mid = user_message_id_] {
-    (void)store->MarkStreaming(id, mid);
-  });
+void Turn::Stream() {
   v1::Started started;
-  started.set_prompt_id(prompt_id_);
-  started.set_user_message_id(user_message_id_);
-  started.set_model(model_.config.name);
+  started.set_prompt_id(facts_.prompt_id);
+  started.set_user_message_id(facts_.user_message_id);
+  started.set_model(facts_.model);
   sink_->OnStarted(started);
-  StartProvider();
-}
 
-void Turn::StartProvider() {
   CompletionRequest r;
   r.base_url =
       model_.config.base_url.empty() ? deps_->options.default_base_url : model_.config.base_url;
-  const std::string& key_env =
+  const std::string key_env =
       model_.config.api_key_env.empty() ? std::string("OPENAI_API_KEY") : model_.config.api_key_env;
   if (deps_->options.api_key) {
     r.api_key = deps_->options.api_key(key_env);
@@ -331,7 +363,7 @@ void Turn::StartProvider() {
     r.api_key = k;
   }
   r.model = model_.config.provider_model;
-  r.messages = messages_;
+  r.messages = std::move(messages_);
   r.max_output_tokens = max_output_;
   r.use_max_tokens_param = model_.config.use_max_tokens_param;
   r.temperature =
@@ -342,15 +374,10 @@ void Turn::StartProvider() {
       std::min(req_.deadline - absl::Milliseconds(100), started_at_ + deps_->options.total_timeout);
   r.stall_timeout = deps_->options.stall_timeout;
   r.retry = deps_->options.retry;
-  provider_started_ = absl::Now();
   auto self = shared_from_this();
   auto call = deps_->llm->Start(
       std::move(r), [self](std::string_view text) { self->sink_->OnDelta(text); },
-      [self](LlmOutcome outcome) {
-        self->deps_->workers->Submit([self, outcome = std::move(outcome)]() mutable {
-          self->OnProviderDone(std::move(outcome));
-        });
-      });
+      [self](LlmOutcome outcome) { self->OnProviderDone(std::move(outcome)); });
   bool cancel_now;
   {
     absl::MutexLock lock(&mu_);
@@ -365,224 +392,178 @@ void Turn::OnProviderDone(LlmOutcome outcome) {
     absl::MutexLock lock(&mu_);
     call_.reset();
   }
-  const std::string& model_name = model_.config.name;
-  const bool ok = outcome.status.ok();
-  const bool client_cancelled = outcome.kind == LlmErrorKind::kCancelled;
+  const absl::Time now = absl::Now();
+  ended_at_ = now;
+  end_ = ConcludeTurn(facts_, outcome, now);
+  if (end_.release_reservation && reserved_) {
+    deps_->usage->Release(event_id_);
+    reserved_ = false;
+  }
   if (deps_->metrics != nullptr) {
-    deps_->metrics->LlmRequest(model_name, ok ? "ok" : std::string(LlmErrorKindName(outcome.kind)));
-    deps_->metrics->LlmDuration(model_name, absl::ToDoubleSeconds(outcome.duration));
+    AgentMetrics& m = *deps_->metrics;
+    const std::string& model = facts_.model;
+    m.LlmRequest(model, outcome.status.ok() ? "ok" : std::string(LlmErrorKindName(outcome.kind)));
+    m.LlmDuration(model, absl::ToDoubleSeconds(outcome.duration));
     if (outcome.delivered_any) {
-      deps_->metrics->TimeToFirstToken(model_name,
-                                       absl::ToDoubleSeconds(outcome.time_to_first_token));
+      m.TimeToFirstToken(model, absl::ToDoubleSeconds(outcome.time_to_first_token));
     }
+    const PromptOutcome& po = end_.outcome;
+    m.Tokens(model, po.prompt_tokens, po.completion_tokens, po.cached_tokens);
+    m.Cost(model, po.cost_nanos);
+    m.Overhead(std::max(0.0, absl::ToDoubleSeconds(now - started_at_ - outcome.duration)));
+    m.Turn(PromptStatusName(po.status));
   }
-  // Tokens were consumed once the provider accepted the request (HTTP 200: it
-  // read the prompt, even if the stream then broke) or reported usage; an error
-  // answer or a connection that never got a response costs nothing.
-  const bool consumed = ok || outcome.http_status == 200 || !outcome.content.empty() ||
-                        outcome.usage.prompt_tokens + outcome.usage.completion_tokens > 0;
-
-  PromptOutcome po;
-  po.user_message_id = user_message_id_;
-  po.status = ok                 ? PromptStatus::kCompleted
-              : client_cancelled ? PromptStatus::kCancelled
-                                 : PromptStatus::kFailed;
-  po.response_text = outcome.content;
-  po.reported_model = outcome.provider_model;
-  po.finish_reason = outcome.finish_reason;
-  if (!ok) po.error = std::string(outcome.status.message());
-  if (consumed) {
-    po.prompt_tokens = outcome.usage.prompt_tokens;
-    po.completion_tokens = outcome.usage.completion_tokens;
-    po.cached_tokens = std::min(outcome.usage.cached_tokens, outcome.usage.prompt_tokens);
-    po.estimated = outcome.usage.estimated;
-    po.cost_nanos =
-        CostNanos(po.prompt_tokens, po.cached_tokens, po.completion_tokens, model_.prices);
-  }
-  po.ttft_ms = outcome.delivered_any ? absl::ToInt64Milliseconds(outcome.time_to_first_token) : 0;
-
-  absl::Status client_status =
-      ok ? absl::OkStatus()
-         : absl::Status(outcome.status.code(),
-                        absl::StrCat("provider: ", outcome.status.message()));
-
-  // Save the answer (or the part that arrived) in the conversation. A partial
-  // answer never replaces the one a regeneration would have replaced.
-  if (!outcome.content.empty()) {
-    cv1::AppendMessageRequest areq;
-    areq.set_conversation_id(req_.conversation_id);
-    areq.set_role(cv1::MESSAGE_ROLE_ASSISTANT);
-    areq.set_content(outcome.content);
-    areq.set_token_count(static_cast<int32_t>(std::clamp<int64_t>(
-        po.completion_tokens > 0 ? po.completion_tokens : EstimateTokens(outcome.content), 1,
-        INT32_MAX)));
-    areq.set_prompt_id(prompt_id_);
-    if (ok && replaces_message_id_ > 0) areq.set_replaces_message_id(replaces_message_id_);
-    grpc::Status st;
-    for (int attempt = 0; attempt < 3; ++attempt) {
-      cv1::Message msg;
-      auto ctx = PeerContext();
-      ctx->set_deadline(absl::ToChronoTime(absl::Now() + deps_->options.peer_timeout));
-      st = deps_->conversation->AppendMessage(ctx.get(), areq, &msg);
-      if (st.ok()) {
-        po.response_message_id = msg.id();
-        break;
-      }
-      if (st.error_code() != grpc::StatusCode::UNAVAILABLE) break;
-      absl::SleepFor(absl::Milliseconds(50 << attempt));
-    }
-    if (!st.ok()) {
-      // The text stays in the prompt row; the turn is reported as failed.
-      LogError("assistant message not saved",
-               {{"prompt_id", prompt_id_}, {"code", GrpcCodeName(st.error_code())}});
-      if (ok) {
-        po.status = PromptStatus::kFailed;
-        po.error = "the answer could not be saved in the conversation";
-        client_status = PeerError("conversation", st);
-      }
-    }
-  }
-
-  absl::Time now = absl::Now();
-  po.latency_ms = absl::ToInt64Milliseconds(now - started_at_);
-  std::optional<std::string> event;
-  if (consumed) {
-    uv1::UsageEvent e;
-    e.set_event_id(event_id_);
-    e.set_user_id(req_.caller.user_id);
-    e.set_conversation_id(req_.conversation_id);
-    e.set_prompt_id(prompt_id_);
-    e.set_model(model_name);
-    e.set_provider_model(model_.config.provider_model);
-    e.set_prompt_tokens(po.prompt_tokens);
-    e.set_completion_tokens(po.completion_tokens);
-    e.set_cached_tokens(po.cached_tokens);
-    e.set_input_price_micros_per_mtok(model_.prices.input_micros_per_mtok);
-    e.set_cached_input_price_micros_per_mtok(model_.prices.cached_input_micros_per_mtok);
-    e.set_output_price_micros_per_mtok(model_.prices.output_micros_per_mtok);
-    e.set_cost_nanos(po.cost_nanos);
-    e.set_estimated(po.estimated);
-    e.set_outcome(po.status == PromptStatus::kCompleted   ? uv1::OUTCOME_COMPLETED
-                  : po.status == PromptStatus::kCancelled ? uv1::OUTCOME_CANCELLED
-                                                          : uv1::OUTCOME_FAILED);
-    aichat::ToProto(now, e.mutable_occurred_at());
-    event = e.SerializeAsString();
-  }
-  if (!consumed && reserved_) Release();
-  if (deps_->metrics != nullptr) {
-    deps_->metrics->Tokens(model_name, po.prompt_tokens, po.completion_tokens, po.cached_tokens);
-    deps_->metrics->Cost(model_name, po.cost_nanos);
-    deps_->metrics->Overhead(
-        std::max(0.0, absl::ToDoubleSeconds(now - started_at_ - outcome.duration)));
-    deps_->metrics->Turn(PromptStatusName(po.status));
-  }
-  if (client_status.ok()) {
-    auto result = std::make_unique<v1::TurnResult>();
-    result->set_prompt_id(prompt_id_);
-    result->set_user_message_id(user_message_id_);
-    result->set_response_message_id(po.response_message_id);
-    result->set_text(outcome.content);
-    FillUsage(po, result->mutable_usage());
-    result->set_cost_nanos(po.cost_nanos);
-    result->set_model(model_name);
-    result->set_provider_model(model_.config.provider_model);
-    result->set_finish_reason(po.finish_reason);
-    result->set_latency_ms(po.latency_ms);
-    result_ = std::move(result);
-  }
-  outcome_ = std::move(po);
-  event_ = std::move(event);
-  client_status_ = client_status;
-  first_save_ = now;
-  SaveOutcome();
+  Save();
 }
 
-// The prompt outcome and the usage event commit together. While PostgreSQL is
-// unreachable (a restart, a failover) the save is retried from a timer: the
-// client waits for up to kAnswerWithin, then hears UNAVAILABLE (a retry with the
-// same idempotency_key returns the answer once it is saved); the save goes on
-// for up to kSaveFor. Only then is the event handed to usage directly, so the
-// tokens are charged even if the prompt row stays behind.
-void Turn::SaveOutcome() {
-  constexpr absl::Duration kAnswerWithin = absl::Seconds(10);
-  constexpr absl::Duration kSaveFor = absl::Minutes(2);
-  absl::Status saved = deps_->store->FinishPrompt(prompt_id_, outcome_, event_);
-  // A retry after a commit whose answer was lost finds the prompt finished.
-  if (save_attempts_ > 0 && absl::IsFailedPrecondition(saved)) saved = absl::OkStatus();
-  ++save_attempts_;
-  absl::Time now = absl::Now();
-  if (saved.ok()) {
-    if (event_.has_value() && deps_->on_usage_committed) deps_->on_usage_committed();
-    return Finish(client_status_, client_status_.ok() ? result_.get() : nullptr);
-  }
-  if (saved.code() == absl::StatusCode::kUnavailable && now - first_save_ < kSaveFor) {
-    if (now - first_save_ >= kAnswerWithin) {
-      Finish(absl::UnavailableError(
-                 "the answer could not be saved yet; retry with the same idempotency_key"),
-             nullptr);
-    }
-    absl::Duration delay =
-        std::min(absl::Milliseconds(100) * (1 << std::min(save_attempts_, 6)), absl::Seconds(5));
-    deps_->workers->SubmitAfter(delay, [self = shared_from_this()] { self->SaveOutcome(); });
-    return;
-  }
-  LogError("turn outcome not saved",
-           {{"prompt_id", prompt_id_}, {"error", std::string(saved.message())}});
-  if (event_.has_value()) RecordUsageDirectly(*event_);
-  Finish(absl::UnavailableError("the answer could not be saved"), nullptr);
+// ---- Save: the answer and the prompt's outcome + usage event, at once.
+
+void Turn::Save() {
+  join_.store(end_.answer.has_value() ? 2 : 1, std::memory_order_relaxed);
+  if (end_.answer.has_value()) SaveAnswer();
+  deps_->workers->Submit([self = shared_from_this()] { self->SaveOutcome(); });
 }
 
-void Turn::ReturnExisting(PromptRecord existing) {
-  if (!IsTerminal(existing.status)) {
-    // Another request with this key is still running. Check again shortly
-    // (from a timer, not a sleeping worker) until it ends or this call's
-    // deadline passes, so both callers see the same answer. A turn older than
-    // any turn can live belonged to a replica that died.
-    absl::Time now = absl::Now();
-    if (existing.created_at + deps_->options.total_timeout + absl::Minutes(1) < now) {
-      (void)deps_->store->SweepAbandoned(deps_->options.total_timeout + absl::Minutes(1));
-    } else {
-      if (cancelled()) return Finish(absl::CancelledError("cancelled by the client"), nullptr);
-      if (now + absl::Milliseconds(50) > req_.deadline) {
-        return Finish(
-            absl::DeadlineExceededError(absl::StrCat("the turn with this idempotency_key (prompt ",
-                                                     existing.id, ") is still running")),
-            nullptr);
-      }
-      deps_->workers->SubmitAfter(absl::Milliseconds(50), [self = shared_from_this()] {
-        auto again = self->deps_->store->FindByIdempotencyKey(self->req_.caller.user_id,
-                                                              self->req_.idempotency_key);
-        if (absl::IsNotFound(again.status())) {
-          // The first attempt ended before reaching the provider and freed the key.
-          return self->Finish(absl::AbortedError("the earlier request with this idempotency_key "
-                                                 "was refused; retry it"),
-                              nullptr);
-        }
-        if (!again.ok()) return self->Finish(again.status(), nullptr);
-        self->ReturnExisting(*std::move(again));
-      });
+// Idempotent on the prompt: a retry whose first attempt did commit gets that
+// message back. Retried while the failure may pass, for up to save_for; after
+// that the janitor writes it from the prompt row.
+void Turn::SaveAnswer() {
+  auto self = shared_from_this();
+  deps_->conversation->Append(SaveCall(), *end_.answer, [self](absl::StatusOr<int64_t> id) {
+    if (!id.ok() && Transient(id.status()) &&
+        absl::Now() - self->ended_at_ < self->deps_->options.save_for) {
+      if (self->answer_attempts_++ == 0) self->StartAnswerWindow();
+      self->deps_->workers->SubmitAfter(
+          Backoff(self->deps_->options.save_backoff, self->answer_attempts_),
+          [self] { self->SaveAnswer(); });
       return;
     }
-    auto again = deps_->store->FindByIdempotencyKey(req_.caller.user_id, req_.idempotency_key);
-    if (!again.ok()) return Finish(again.status(), nullptr);
-    existing = *std::move(again);
+    self->answer_id_ = std::move(id);
+    self->Arrive(&Turn::AfterSave);
+  });
+}
+
+void Turn::SaveOutcome() {
+  std::optional<std::string> event;
+  if (end_.usage.has_value()) event = EncodeUsageRecord(*end_.usage);
+  auto outbox_id = deps_->store->FinishPrompt(facts_.prompt_id, end_.outcome, event,
+                                              deps_->options.outbox_lease);
+  // A retry after a commit whose answer was lost finds the prompt finished; its
+  // outbox entry is delivered once the lease lapses.
+  if (outcome_attempts_ > 0 && absl::IsFailedPrecondition(outbox_id.status())) outbox_id = 0;
+  if (!outbox_id.ok() && Transient(outbox_id.status())) {
+    if (outcome_attempts_++ == 0) {
+      StartAnswerWindow();
+      // The charge must not wait for PostgreSQL: usage takes the event now (the
+      // outbox, once saved, repeats it; usage counts one event_id once).
+      if (end_.usage.has_value()) deps_->publish(0, *end_.usage);
+    }
+    if (absl::Now() - ended_at_ < deps_->options.save_for) {
+      auto self = shared_from_this();
+      deps_->workers->SubmitAfter(Backoff(deps_->options.save_backoff, outcome_attempts_),
+                                  [self] { self->SaveOutcome(); });
+      return;
+    }
   }
-  if (existing.conversation_id != req_.conversation_id) {
+  if (!outbox_id.ok()) {
+    // Left PENDING: the janitor finishes it (charging the same event_id, which
+    // usage already has, so nothing is counted twice).
+    LogError("turn outcome not saved", {{"prompt_id", facts_.prompt_id},
+                                        {"error", std::string(outbox_id.status().message())}});
+    if (end_.usage.has_value() && outcome_attempts_ == 0) deps_->publish(0, *end_.usage);
+  } else if (*outbox_id > 0 && end_.usage.has_value()) {
+    deps_->publish(*outbox_id, *end_.usage);
+  }
+  outcome_saved_ = outbox_id.status();
+  Arrive(&Turn::AfterSave);
+}
+
+void Turn::AfterSave() {
+  absl::Status status = end_.status;
+  int64_t message_id = 0;
+  if (end_.answer.has_value()) {
+    if (answer_id_.ok()) {
+      message_id = *answer_id_;
+      if (outcome_saved_.ok()) deps_->answer_saved({facts_.prompt_id, message_id});
+    } else if (Transient(answer_id_.status())) {
+      // Still pending in the prompt row: the janitor writes it later, and a retry
+      // with the same key writes it at once.
+      if (status.ok()) {
+        status = absl::UnavailableError(
+            "the answer could not be saved yet; retry with the same idempotency_key");
+      }
+    } else {
+      // The conversation refused the answer for good (e.g. it was deleted).
+      LogError("assistant message not saved",
+               {{"prompt_id", facts_.prompt_id},
+                {"code", std::string(absl::StatusCodeToString(answer_id_.status().code()))}});
+      std::string why = absl::StrCat("the answer could not be saved in the conversation: ",
+                                     answer_id_.status().message());
+      deps_->workers->Submit([self = shared_from_this(), why] {
+        (void)self->deps_->store->MarkAnswerLost(self->facts_.prompt_id, why);
+      });
+      if (status.ok()) status = answer_id_.status();
+    }
+  }
+  if (!outcome_saved_.ok() && status.ok()) {
+    status = absl::UnavailableError(
+        "the answer could not be saved yet; retry with the same idempotency_key");
+  }
+  if (!status.ok()) return Finish(status, nullptr);
+  v1::TurnResult result;
+  FillTurnResult(facts_, end_.outcome, message_id, &result);
+  Finish(status, &result);
+}
+
+// A save is delayed: the client hears UNAVAILABLE after answer_within while the
+// save goes on (a retry with the same key then returns the saved answer).
+void Turn::StartAnswerWindow() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (answer_window_) return;
+    answer_window_ = true;
+  }
+  std::weak_ptr<Turn> weak = weak_from_this();
+  deps_->workers->SubmitAfter(deps_->options.answer_within, [weak] {
+    if (auto self = weak.lock()) {
+      self->Finish(absl::UnavailableError(
+                       "the answer could not be saved yet; retry with the same idempotency_key"),
+                   nullptr);
+    }
+  });
+}
+
+// ---- Replay: a request with an idempotency key already used.
+
+void Turn::Replay(PromptRecord earlier) {
+  if (earlier.conversation_id != req_.conversation_id) {
     return Finish(
         absl::InvalidArgumentError("idempotency_key was already used for another conversation"),
         nullptr);
   }
-  switch (existing.status) {
-    case PromptStatus::kCompleted: {
-      v1::Started started;
-      started.set_prompt_id(existing.id);
-      started.set_user_message_id(existing.user_message_id);
-      started.set_model(existing.model);
-      sink_->OnStarted(started);
-      if (!existing.response_text.empty()) sink_->OnDelta(existing.response_text);
-      v1::TurnResult result;
-      FillResult(existing, &result);
-      return Finish(absl::OkStatus(), &result);
+  if (!earlier.request_hash.empty() && earlier.request_hash != request_hash_) {
+    return Finish(absl::InvalidArgumentError(
+                      "idempotency_key was already used for a different request; use a new key"),
+                  nullptr);
+  }
+  switch (earlier.status) {
+    case PromptStatus::kCompleted:
+      return ReplayAnswer(std::move(earlier));
+    case PromptStatus::kPending:
+    case PromptStatus::kStreaming: {
+      // The first request still runs: wait for its end (an event when it runs on
+      // this replica, else a poll that backs off).
+      std::weak_ptr<Turn> weak = weak_from_this();
+      absl::Status waiting = deps_->running->Wait(req_.caller.user_id, req_.idempotency_key,
+                                                  [weak, workers = deps_->workers] {
+                                                    workers->Submit([weak] {
+                                                      if (auto self = weak.lock())
+                                                        self->ReplayLater(0);
+                                                    });
+                                                  });
+      if (waiting.ok()) return;
+      if (absl::IsResourceExhausted(waiting)) return Finish(waiting, nullptr);
+      return ReplayLater(1);
     }
     case PromptStatus::kCancelled:
       return Finish(absl::AbortedError("the turn with this idempotency_key was cancelled"),
@@ -590,60 +571,94 @@ void Turn::ReturnExisting(PromptRecord existing) {
     default:
       // Not retryable with the same key: the provider was called and may have
       // charged; a new key starts a new turn.
-      return Finish(absl::AbortedError(absl::StrCat("the turn with this idempotency_key failed: ",
-                                                    existing.error)),
+      return Finish(absl::AbortedError(
+                        absl::StrCat("the turn with this idempotency_key failed: ", earlier.error)),
                     nullptr);
   }
 }
 
-void Turn::RecordUsageDirectly(const std::string& event) {
-  struct Call {
-    grpc::ClientContext ctx;
-    uv1::RecordUsageRequest req;
-    uv1::RecordUsageResponse resp;
-  };
-  auto* c = new Call;
-  c->ctx.set_deadline(absl::ToChronoTime(absl::Now() + deps_->options.peer_timeout));
-  c->ctx.AddMetadata("authorization", absl::StrCat("Bearer ", deps_->service_token));
-  if (!c->req.mutable_event()->ParseFromString(event)) {
-    delete c;
-    return;
+// Looks again after a pause (attempt > 0) or at once, on a worker.
+void Turn::ReplayLater(int attempt) {
+  if (cancelled()) return Finish(absl::CancelledError("cancelled by the client"), nullptr);
+  const absl::Duration pause =
+      attempt == 0
+          ? absl::ZeroDuration()
+          : std::min(absl::Milliseconds(50) * (1 << std::min(attempt, 5)), absl::Seconds(1));
+  if (absl::Now() + pause > req_.deadline) {
+    return Finish(absl::DeadlineExceededError(
+                      "the turn with this idempotency_key is still running; retry later"),
+                  nullptr);
   }
-  deps_->usage->async()->RecordUsage(&c->ctx, &c->req, &c->resp, [c](const grpc::Status& st) {
-    if (!st.ok()) {
-      LogError("usage event lost: neither the outbox nor usage took it",
-               {{"event_id", c->req.event().event_id()}, {"code", GrpcCodeName(st.error_code())}});
+  auto self = shared_from_this();
+  deps_->workers->SubmitAfter(pause, [self, attempt] {
+    auto again = self->deps_->store->FindByIdempotencyKey(self->req_.caller.user_id,
+                                                          self->req_.idempotency_key);
+    if (absl::IsNotFound(again.status())) {
+      // The first attempt ended before reaching the provider and freed the key.
+      return self->Finish(
+          absl::AbortedError("the earlier request with this idempotency_key was refused; retry it"),
+          nullptr);
     }
-    delete c;
+    if (!again.ok()) return self->Finish(again.status(), nullptr);
+    if (IsTerminal(again->status)) return self->Replay(*std::move(again));
+    self->ReplayLater(attempt + 1);
   });
 }
 
-void Turn::FailBeforeProvider(const absl::Status& status,
-                              std::optional<PromptStatus> prompt_status) {
-  if (prompt_id_ > 0 && prompt_status.has_value()) {
-    (void)deps_->store->MarkRefused(prompt_id_, *prompt_status, std::string(status.message()));
-  }
-  if (reserved_) Release();
-  if (deps_->metrics != nullptr && prompt_status.has_value()) {
-    deps_->metrics->Turn(PromptStatusName(*prompt_status));
-  }
-  Finish(status, nullptr);
-}
-
-void Turn::Release() {
-  reserved_ = false;
-  struct Call {
-    grpc::ClientContext ctx;
-    uv1::ReleaseBudgetRequest req;
-    uv1::ReleaseBudgetResponse resp;
+// The stored answer again. An answer still pending its conversation write is
+// written now (idempotent on the prompt), so the retry sees it saved.
+void Turn::ReplayAnswer(PromptRecord earlier) {
+  auto answer = [self = shared_from_this(), earlier](int64_t message_id) {
+    v1::Started started;
+    started.set_prompt_id(earlier.id);
+    started.set_user_message_id(earlier.user_message_id);
+    started.set_model(earlier.model);
+    self->sink_->OnStarted(started);
+    if (!earlier.response_text.empty()) self->sink_->OnDelta(earlier.response_text);
+    TurnFacts f;
+    f.prompt_id = earlier.id;
+    f.user_message_id = earlier.user_message_id;
+    f.model = earlier.model;
+    f.provider_model = earlier.provider_model;
+    PromptOutcome po;
+    po.response_text = earlier.response_text;
+    po.prompt_tokens = earlier.prompt_tokens;
+    po.completion_tokens = earlier.completion_tokens;
+    po.cached_tokens = earlier.cached_tokens;
+    po.estimated = earlier.estimated;
+    po.cost_nanos = earlier.cost_nanos;
+    po.finish_reason = earlier.finish_reason;
+    po.latency_ms = earlier.latency_ms;
+    v1::TurnResult result;
+    FillTurnResult(f, po, message_id, &result);
+    self->Finish(absl::OkStatus(), &result);
   };
-  auto* c = new Call;
-  c->ctx.set_deadline(absl::ToChronoTime(absl::Now() + deps_->options.peer_timeout));
-  c->ctx.AddMetadata("authorization", absl::StrCat("Bearer ", deps_->service_token));
-  c->req.set_event_id(event_id_);
-  // If this fails the reservation simply expires (usage's reservation TTL).
-  deps_->usage->async()->ReleaseBudget(&c->ctx, &c->req, &c->resp,
-                                       [c](const grpc::Status&) { delete c; });
+  if (!earlier.answer_pending || earlier.response_text.empty()) {
+    return answer(earlier.response_message_id);
+  }
+  NewTurnMessage m;
+  m.conversation_id = earlier.conversation_id;
+  m.role = MessageRole::kAssistant;
+  m.content = earlier.response_text;
+  m.token_count = static_cast<int32_t>(
+      std::clamp<int64_t>(earlier.completion_tokens > 0 ? earlier.completion_tokens
+                                                        : EstimateTokens(earlier.response_text),
+                          1, INT32_MAX));
+  m.prompt_id = earlier.id;
+  m.replaces_message_id = earlier.replaces_message_id;
+  auto self = shared_from_this();
+  deps_->conversation->Append(
+      SaveCall(), m, [self, answer, id = earlier.id](absl::StatusOr<int64_t> mid) {
+        if (!mid.ok()) {
+          return self->Finish(
+              absl::UnavailableError(
+                  absl::StrCat("the answer is saved but not yet in the conversation (",
+                               mid.status().message(), "); retry with the same idempotency_key")),
+              nullptr);
+        }
+        self->deps_->answer_saved({id, *mid});
+        answer(*mid);
+      });
 }
 
 void Turn::Finish(const absl::Status& status, const v1::TurnResult* result) {
@@ -652,6 +667,7 @@ void Turn::Finish(const absl::Status& status, const v1::TurnResult* result) {
     if (finished_) return;
     finished_ = true;
   }
+  if (key_registered_) deps_->running->Remove(req_.caller.user_id, req_.idempotency_key);
   if (deps_->metrics != nullptr) deps_->metrics->active_streams().Decrement();
   sink_->OnFinished(ToGrpcStatus(status), result);
 }

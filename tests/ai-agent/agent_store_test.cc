@@ -34,6 +34,9 @@ class AgentStoreTest : public ::testing::Test {
 
   NewPrompt Prompt(int64_t user, int64_t conversation, const std::string& key = "") {
     NewPrompt p;
+    auto ids = store_->ReservePromptIds(1);
+    EXPECT_TRUE(ids.ok()) << ids.status();
+    p.id = ids.ok() ? ids->front() : 0;
     p.user_id = user;
     p.conversation_id = conversation;
     p.idempotency_key = key;
@@ -46,10 +49,27 @@ class AgentStoreTest : public ::testing::Test {
     return p;
   }
 
-  PromptRecord Insert(int64_t user, int64_t conversation) {
-    auto r = store_->InsertPrompt(Prompt(user, conversation));
+  PromptRecord Insert(int64_t user, int64_t conversation, const std::string& owner = "") {
+    NewPrompt p = Prompt(user, conversation);
+    p.owner = owner;
+    p.context_tokens = 1000;
+    auto st = store_->InsertPrompt(p);
+    EXPECT_TRUE(st.ok()) << st;
+    auto r = store_->GetPrompt(user, p.id);
     EXPECT_TRUE(r.ok()) << r.status();
     return r.ok() ? *r : PromptRecord{};
+  }
+
+  // Finishes a prompt as a completed turn with an answer pending its save.
+  int64_t Complete(const PromptRecord& p) {
+    PromptOutcome o;
+    o.status = PromptStatus::kCompleted;
+    o.response_text = "the answer";
+    o.answer_pending = true;
+    o.completion_tokens = 3;
+    auto id = store_->FinishPrompt(p.id, o, std::string("event"), absl::Seconds(30));
+    EXPECT_TRUE(id.ok()) << id.status();
+    return id.value_or(0);
   }
 
   int64_t Count(const std::string& sql) { return pool_->Exec(sql)->Int(0, 0); }
@@ -196,17 +216,34 @@ TEST_F(AgentStoreTest, ConcurrentDefaultSwitchesLeaveExactlyOneDefault) {
   EXPECT_EQ(Defaults().size(), 1u);
 }
 
+TEST_F(AgentStoreTest, PromptIdsAreReservedAheadAndNeverRepeat) {
+  auto a = store_->ReservePromptIds(64);
+  auto b = store_->ReservePromptIds(64);
+  ASSERT_TRUE(a.ok() && b.ok());
+  std::set<int64_t> all(a->begin(), a->end());
+  all.insert(b->begin(), b->end());
+  EXPECT_EQ(all.size(), 128u);
+  EXPECT_TRUE(std::is_sorted(a->begin(), a->end()));
+}
+
 TEST_F(AgentStoreTest, InsertPromptStoresTheSnapshotAndRejectsAReusedKey) {
   NewPrompt p = Prompt(7, 70, "key-1");
   p.user_message_id = 11;
   p.replaces_message_id = 12;
-  auto r = store_->InsertPrompt(p);
+  p.request_hash = "hash-1";
+  p.owner = "replica-a";
+  p.context_tokens = 4321;
+  ASSERT_TRUE(store_->InsertPrompt(p).ok());
+  auto r = store_->GetPrompt(7, p.id);
   ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_GT(r->id, 0);
+  EXPECT_EQ(r->id, p.id);
   EXPECT_EQ(r->user_id, 7);
   EXPECT_EQ(r->conversation_id, 70);
   EXPECT_EQ(r->status, PromptStatus::kPending);
   EXPECT_EQ(r->idempotency_key, "key-1");
+  EXPECT_EQ(r->request_hash, "hash-1");
+  EXPECT_EQ(r->owner, "replica-a");
+  EXPECT_EQ(r->context_tokens, 4321);
   EXPECT_EQ(r->event_id, p.event_id);
   EXPECT_EQ(r->model, "fast");
   EXPECT_EQ(r->provider_model, "gpt-4o-mini");
@@ -218,23 +255,26 @@ TEST_F(AgentStoreTest, InsertPromptStoresTheSnapshotAndRejectsAReusedKey) {
   EXPECT_EQ(r->user_message_id, 11);
   EXPECT_EQ(r->replaces_message_id, 12);
   EXPECT_EQ(r->response_message_id, 0);
+  EXPECT_FALSE(r->answer_pending);
   EXPECT_FALSE(r->completed_at.has_value());
   EXPECT_GT(r->created_at, absl::Now() - absl::Minutes(5));
 
-  EXPECT_EQ(store_->InsertPrompt(Prompt(7, 71, "key-1")).status().code(),
-            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(store_->InsertPrompt(Prompt(7, 71, "key-1")).code(), absl::StatusCode::kAlreadyExists);
   // Keys are per user; no key at all never collides.
   EXPECT_TRUE(store_->InsertPrompt(Prompt(8, 80, "key-1")).ok());
   EXPECT_TRUE(store_->InsertPrompt(Prompt(7, 70)).ok());
   EXPECT_TRUE(store_->InsertPrompt(Prompt(7, 70)).ok());
-  // A reused event id is refused too.
+  // A reused event id or prompt id is refused too.
   NewPrompt same_event = Prompt(9, 90);
   same_event.event_id = p.event_id;
-  EXPECT_EQ(store_->InsertPrompt(same_event).status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(store_->InsertPrompt(same_event).code(), absl::StatusCode::kAlreadyExists);
+  NewPrompt same_id = Prompt(9, 90);
+  same_id.id = p.id;
+  EXPECT_EQ(store_->InsertPrompt(same_id).code(), absl::StatusCode::kAlreadyExists);
 
   auto found = store_->FindByIdempotencyKey(7, "key-1");
   ASSERT_TRUE(found.ok()) << found.status();
-  EXPECT_EQ(found->id, r->id);
+  EXPECT_EQ(found->id, p.id);
   EXPECT_EQ(store_->FindByIdempotencyKey(7, "key-2").status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(store_->FindByIdempotencyKey(9, "key-1").status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(store_->FindByIdempotencyKey(7, "").status().code(), absl::StatusCode::kNotFound);
@@ -255,7 +295,7 @@ TEST_F(AgentStoreTest, ConcurrentInsertsWithOneKeyHaveExactlyOneWinner) {
       auto r = store_->InsertPrompt(prompts[i]);
       if (r.ok()) {
         ++ok;
-      } else if (absl::IsAlreadyExists(r.status())) {
+      } else if (absl::IsAlreadyExists(r)) {
         ++exists;
       } else {
         ++other;
@@ -326,19 +366,79 @@ TEST_F(AgentStoreTest, ListPromptsPagesNewestFirstAndFiltersByConversation) {
   EXPECT_TRUE(store_->ListPrompts(3, std::nullopt, 0, 50)->empty());
 }
 
-TEST_F(AgentStoreTest, MarkStreamingOnlyFromPending) {
-  PromptRecord p = Insert(1, 10);
-  ASSERT_TRUE(store_->MarkStreaming(p.id, 42).ok());
-  auto got = store_->GetPrompt(1, p.id);
-  EXPECT_EQ(got->status, PromptStatus::kStreaming);
-  EXPECT_EQ(got->user_message_id, 42);
-  // Already past PENDING: a no-op, not an error.
-  EXPECT_TRUE(store_->MarkStreaming(p.id, 43).ok());
-  EXPECT_EQ(store_->GetPrompt(1, p.id)->user_message_id, 42);
-  ASSERT_TRUE(store_->MarkRefused(p.id, PromptStatus::kFailed, "boom").ok());
-  EXPECT_TRUE(store_->MarkStreaming(p.id, 44).ok());
-  EXPECT_EQ(store_->GetPrompt(1, p.id)->status, PromptStatus::kFailed);
-  EXPECT_EQ(store_->MarkStreaming(p.id + 1000, 1).code(), absl::StatusCode::kNotFound);
+TEST_F(AgentStoreTest, AnswersPendingTheirSaveAreSettledOrLost) {
+  PromptRecord a = Insert(1, 10);
+  PromptRecord b = Insert(1, 10);
+  int64_t outbox_a = Complete(a);
+  Complete(b);
+  EXPECT_GT(outbox_a, 0);
+  EXPECT_TRUE(store_->GetPrompt(1, a.id)->answer_pending);
+  // One statement: the delivered event is deleted, the saved answer recorded.
+  ASSERT_TRUE(store_->Settle({outbox_a}, {{a.id, 77}}).ok());
+  auto got = store_->GetPrompt(1, a.id);
+  EXPECT_FALSE(got->answer_pending);
+  EXPECT_EQ(got->response_message_id, 77);
+  EXPECT_EQ(got->status, PromptStatus::kCompleted);
+  EXPECT_EQ(Count("SELECT count(*) FROM usage_outbox"), 1);
+  ASSERT_TRUE(store_->Settle({}, {}).ok());
+  // The conversation refused b's answer for good.
+  ASSERT_TRUE(store_->MarkAnswerLost(b.id, "conversation deleted").ok());
+  got = store_->GetPrompt(1, b.id);
+  EXPECT_FALSE(got->answer_pending);
+  EXPECT_EQ(got->status, PromptStatus::kFailed);
+  EXPECT_EQ(got->error, "conversation deleted");
+  // Lost only while pending: a saved answer stays saved.
+  ASSERT_TRUE(store_->MarkAnswerLost(a.id, "late").ok());
+  EXPECT_EQ(store_->GetPrompt(1, a.id)->status, PromptStatus::kCompleted);
+}
+
+TEST_F(AgentStoreTest, OnlyTurnsWhoseOwnerStoppedAreAdopted) {
+  ASSERT_TRUE(store_->RenewLease("alive", absl::Minutes(1)).ok());
+  ASSERT_TRUE(store_->RenewLease("dead", absl::Minutes(1)).ok());
+  PromptRecord running_alive = Insert(1, 10, "alive");
+  PromptRecord running_dead = Insert(1, 10, "dead");
+  PromptRecord pending_dead = Insert(1, 10, "dead");
+  Complete(pending_dead);
+  PromptRecord done_dead = Insert(1, 10, "dead");
+  Complete(done_dead);
+  ASSERT_TRUE(store_->Settle({}, {{done_dead.id, 5}}).ok());
+  PromptRecord unowned = Insert(1, 10, "");
+
+  // Every lease is live: nothing to adopt (the unowned one is too young).
+  auto none = store_->AdoptAbandoned("sweeper", 10, absl::Minutes(6), absl::Minutes(2));
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_TRUE(none->empty());
+
+  ASSERT_TRUE(store_->DropLease("dead").ok());
+  ASSERT_TRUE(store_->RenewLease("sweeper", absl::Minutes(1)).ok());
+  auto adopted = store_->AdoptAbandoned("sweeper", 10, absl::Minutes(6), absl::Minutes(2));
+  ASSERT_TRUE(adopted.ok());
+  std::set<int64_t> ids;
+  for (const auto& p : *adopted) {
+    ids.insert(p.id);
+    EXPECT_EQ(p.owner, "sweeper");
+  }
+  EXPECT_EQ(ids, (std::set<int64_t>{running_dead.id, pending_dead.id}));
+  // Taken over: a second sweeper finds nothing.
+  EXPECT_TRUE(store_->AdoptAbandoned("other", 10, absl::Minutes(6), absl::Minutes(2))->empty());
+
+  // A lease that lapses counts like one given up.
+  ASSERT_TRUE(pool_
+                  ->Exec("UPDATE ai_agent_leases SET lease_until = now() - interval '1 second' "
+                         "WHERE owner = 'alive'")
+                  .ok());
+  adopted = store_->AdoptAbandoned("other", 10, absl::Minutes(6), absl::Minutes(2));
+  ASSERT_EQ(adopted->size(), 1u);
+  EXPECT_EQ((*adopted)[0].id, running_alive.id);
+  // Rows from before leases (no owner) count once they are older than any turn.
+  ASSERT_TRUE(pool_
+                  ->Exec("UPDATE ai_prompts SET created_at = now() - interval '10 minutes' "
+                         "WHERE id = $1",
+                         {unowned.id})
+                  .ok());
+  adopted = store_->AdoptAbandoned("other", 10, absl::Minutes(6), absl::Minutes(2));
+  ASSERT_EQ(adopted->size(), 1u);
+  EXPECT_EQ((*adopted)[0].id, unowned.id);
 }
 
 TEST_F(AgentStoreTest, MarkRefusedIsTerminal) {
@@ -362,8 +462,8 @@ TEST_F(AgentStoreTest, MarkRefusedIsTerminal) {
 
 TEST_F(AgentStoreTest, FinishPromptWritesPromptAndOutboxOnce) {
   PromptRecord p = Insert(1, 10);
-  ASSERT_TRUE(store_->MarkStreaming(p.id, 5).ok());
   PromptOutcome o;
+  o.user_message_id = 5;
   o.status = PromptStatus::kCompleted;
   o.response_message_id = 6;
   o.response_text = "Hello there";
@@ -376,7 +476,9 @@ TEST_F(AgentStoreTest, FinishPromptWritesPromptAndOutboxOnce) {
   o.latency_ms = 850;
   o.ttft_ms = 120;
   std::string payload("binary\0payload\xff", 15);
-  ASSERT_TRUE(store_->FinishPrompt(p.id, o, payload).ok());
+  auto outbox_id = store_->FinishPrompt(p.id, o, payload, absl::Milliseconds(50));
+  ASSERT_TRUE(outbox_id.ok()) << outbox_id.status();
+  EXPECT_GT(*outbox_id, 0);
 
   auto got = store_->GetPrompt(1, p.id);
   ASSERT_TRUE(got.ok());
@@ -398,15 +500,25 @@ TEST_F(AgentStoreTest, FinishPromptWritesPromptAndOutboxOnce) {
   PromptOutcome again = o;
   again.status = PromptStatus::kFailed;
   again.error = "late";
-  EXPECT_EQ(store_->FinishPrompt(p.id, again, payload).code(),
+  EXPECT_EQ(store_->FinishPrompt(p.id, again, payload, absl::Seconds(1)).status().code(),
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(store_->GetPrompt(1, p.id)->status, PromptStatus::kCompleted);
   EXPECT_EQ(Count("SELECT count(*) FROM usage_outbox"), 1);
-  EXPECT_EQ(store_->FinishPrompt(p.id + 1000, o, payload).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->FinishPrompt(p.id + 1000, o, payload, absl::Seconds(1)).status().code(),
+            absl::StatusCode::kNotFound);
 
+  // The entry is leased to its writer, who delivers it; recovery takes it only once
+  // that lease lapses.
   auto claimed = store_->ClaimOutbox(10, absl::Seconds(30));
   ASSERT_TRUE(claimed.ok()) << claimed.status();
+  absl::Time deadline = absl::Now() + absl::Seconds(10);
+  if (claimed->empty()) {
+    while (claimed->empty() && absl::Now() < deadline) {
+      claimed = store_->ClaimOutbox(10, absl::Seconds(30));
+    }
+  }
   ASSERT_EQ(claimed->size(), 1u);
+  EXPECT_EQ((*claimed)[0].id, *outbox_id);
   EXPECT_EQ((*claimed)[0].event_id, p.event_id);
   EXPECT_EQ((*claimed)[0].payload, payload);
   EXPECT_EQ((*claimed)[0].attempts, 1);
@@ -417,7 +529,9 @@ TEST_F(AgentStoreTest, FinishPromptWithoutTokensWritesNoEvent) {
   PromptOutcome o;
   o.status = PromptStatus::kFailed;
   o.error = "upstream 503";
-  ASSERT_TRUE(store_->FinishPrompt(p.id, o, std::nullopt).ok());
+  auto none = store_->FinishPrompt(p.id, o, std::nullopt, absl::Seconds(1));
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(*none, 0);
   auto got = store_->GetPrompt(1, p.id);
   EXPECT_EQ(got->status, PromptStatus::kFailed);
   EXPECT_EQ(got->error, "upstream 503");
@@ -425,8 +539,9 @@ TEST_F(AgentStoreTest, FinishPromptWithoutTokensWritesNoEvent) {
   EXPECT_EQ(Count("SELECT count(*) FROM usage_outbox"), 0);
   PromptOutcome bad;
   bad.status = PromptStatus::kRateLimited;
-  EXPECT_EQ(store_->FinishPrompt(Insert(1, 10).id, bad, std::nullopt).code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      store_->FinishPrompt(Insert(1, 10).id, bad, std::nullopt, absl::Seconds(1)).status().code(),
+      absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(AgentStoreTest, FinishPromptIsAtomic) {
@@ -438,7 +553,7 @@ TEST_F(AgentStoreTest, FinishPromptIsAtomic) {
           .ok());
   PromptOutcome o;
   o.completion_tokens = 3;
-  EXPECT_FALSE(store_->FinishPrompt(p.id, o, std::string("x")).ok());
+  EXPECT_FALSE(store_->FinishPrompt(p.id, o, std::string("x"), absl::Seconds(1)).ok());
   auto got = store_->GetPrompt(1, p.id);
   EXPECT_EQ(got->status, PromptStatus::kPending);
   EXPECT_EQ(got->completion_tokens, 0);

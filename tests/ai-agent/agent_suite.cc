@@ -49,22 +49,25 @@ void AgentSuite::SetUp() {
 
   agent_pool_ = NewDatabase(Migrations());
   agent_store_ = std::make_unique<PgAgentStore>(agent_pool_.get());
-  models_ = std::make_unique<ModelRegistry>(agent_store_.get(), absl::ZeroDuration());
+  models_ = std::make_unique<ModelRegistry>(agent_store_.get(), workers_.get());
+  ASSERT_TRUE(models_->Load().ok());
   HttpLlmClientOptions lopts;
   lopts.ca_pem = fake_->ca_pem();
   lopts.https_proxy = "";
   lopts.http_proxy = "";
   llm_ = MakeHttpLlmClient(lopts);
-  conv_peer_ = conversation::v1::ConversationService::NewStub(testing::LocalChannel(conv_port_));
+  GrpcPeerOptions popts{.service_token = keys_.ServiceToken(), .call_timeout = absl::Seconds(2)};
+  conv_peer_ = MakeGrpcConversationPeer(testing::LocalChannel(conv_port_), popts);
   auto usage_channel = testing::LocalChannel(usage_port_);
-  usage_peer_ = usage::v1::UsageService::NewStub(usage_channel);
+  usage_peer_ = MakeGrpcUsagePeer(usage_channel, popts);
+  prompt_ids_ = std::make_unique<PromptIds>(agent_store_.get(), workers_.get());
   metrics_ = std::make_unique<AgentMetrics>(registry_);
   OutboxPublisherOptions oopts;
   oopts.backoff_initial = absl::Milliseconds(1);
   oopts.backoff_max = absl::Milliseconds(5);
   oopts.call_timeout = absl::Seconds(2);
-  outbox_ = std::make_unique<OutboxPublisher>(agent_store_.get(), usage_channel,
-                                              keys_.ServiceToken(), oopts, nullptr);
+  outbox_ =
+      std::make_unique<OutboxPublisher>(agent_store_.get(), usage_peer_.get(), oopts, nullptr);
 
   deps_.store = agent_store_.get();
   deps_.models = models_.get();
@@ -72,8 +75,12 @@ void AgentSuite::SetUp() {
   deps_.workers = workers_.get();
   deps_.conversation = conv_peer_.get();
   deps_.usage = usage_peer_.get();
-  deps_.service_token = keys_.ServiceToken();
+  deps_.prompt_ids = prompt_ids_.get();
+  deps_.running = &running_;
   deps_.metrics = metrics_.get();
+  deps_.replica = "test-replica";
+  deps_.publish = [this](int64_t id, UsageRecord r) { outbox_->Publish(id, std::move(r)); };
+  deps_.answer_saved = [this](SavedAnswer s) { outbox_->AnswerSaved(s); };
   deps_.options.default_base_url = fake_->base_url();
   deps_.options.peer_timeout = absl::Seconds(2);
   deps_.options.stall_timeout = absl::Seconds(2);
@@ -82,6 +89,8 @@ void AgentSuite::SetUp() {
   deps_.options.api_key = [](const std::string& env) {
     return env == "OPENAI_API_KEY" ? std::string(kApiKey) : std::string();
   };
+  janitor_ = std::make_unique<Janitor>(&deps_, JanitorOptions{});
+  ASSERT_TRUE(agent_store_->RenewLease(deps_.replica, absl::Minutes(10)).ok());
   agent_service_ = std::make_unique<AgentServiceImpl>(&deps_, auth_.get());
   agent_server_ = std::make_unique<ServiceServer>(
       ServerOptions{.name = "ai-agent", .listen = "127.0.0.1:0", .metrics_listen = ""});
@@ -96,6 +105,9 @@ void AgentSuite::SetUp() {
 
 void AgentSuite::TearDown() {
   if (agent_server_) agent_server_->Shutdown();
+  // Background saves hold the suite's parts: let them end first.
+  absl::Time until = absl::Now() + absl::Seconds(10);
+  while (deps_.live.load() > 0 && absl::Now() < until) absl::SleepFor(absl::Milliseconds(5));
   if (outbox_) outbox_->Stop(absl::ZeroDuration());
   if (usage_server_) usage_server_->Shutdown();
   if (conv_server_) conv_server_->Shutdown();

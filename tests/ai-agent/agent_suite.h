@@ -17,6 +17,8 @@
 #include "common/worker_pool.h"
 #include "services/ai-agent/agent_metrics.h"
 #include "services/ai-agent/agent_service.h"
+#include "services/ai-agent/grpc_peers.h"
+#include "services/ai-agent/janitor.h"
 #include "services/ai-agent/model_registry.h"
 #include "services/ai-agent/outbox_publisher.h"
 #include "services/ai-agent/pg_agent_store.h"
@@ -78,11 +80,14 @@ class AgentSuite : public ::testing::Test {
   std::unique_ptr<PgAgentStore> agent_store_;
   std::unique_ptr<ModelRegistry> models_;
   std::unique_ptr<LlmClient> llm_;
-  std::unique_ptr<conversation::v1::ConversationService::Stub> conv_peer_;
-  std::unique_ptr<usage::v1::UsageService::Stub> usage_peer_;
+  std::unique_ptr<ConversationPeer> conv_peer_;
+  std::unique_ptr<UsagePeer> usage_peer_;
+  std::unique_ptr<PromptIds> prompt_ids_;
+  RunningTurns running_;
   std::unique_ptr<AgentMetrics> metrics_;
   std::unique_ptr<OutboxPublisher> outbox_;
   TurnDeps deps_;
+  std::unique_ptr<Janitor> janitor_;
   std::unique_ptr<AgentServiceImpl> agent_service_;
   std::unique_ptr<ServiceServer> agent_server_;
 

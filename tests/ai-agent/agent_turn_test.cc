@@ -128,7 +128,13 @@ TEST_F(AgentTurnTest, UnaryTurnSavesEverythingAndChargesExactly) {
   EXPECT_EQ(messages[1].content(), r.text());
   EXPECT_EQ(messages[1].token_count(), 8);
 
-  // The prompt row, with the price snapshot.
+  // The usage event is in the outbox (same transaction as the prompt's outcome),
+  // then in the ledger exactly once.
+  EXPECT_EQ(Count(*agent_pool_, "SELECT count(*) FROM usage_outbox"), 1);
+  EXPECT_EQ(Ledger(1), cost);
+
+  // The prompt row, with the price snapshot (the answer's message id is recorded
+  // with the after-turn bookkeeping that Ledger flushed).
   v1::Prompt p = GetPrompt(1, r.prompt_id());
   EXPECT_EQ(p.status(), v1::PROMPT_STATUS_COMPLETED);
   EXPECT_EQ(p.cost_nanos(), cost);
@@ -136,10 +142,6 @@ TEST_F(AgentTurnTest, UnaryTurnSavesEverythingAndChargesExactly) {
   EXPECT_EQ(p.output_price_micros_per_mtok(), 600000);
   EXPECT_EQ(p.user_message_id(), r.user_message_id());
   EXPECT_EQ(p.response_message_id(), r.response_message_id());
-
-  // The usage event is in the outbox (same transaction), then in the ledger exactly once.
-  EXPECT_EQ(Count(*agent_pool_, "SELECT count(*) FROM usage_outbox"), 1);
-  EXPECT_EQ(Ledger(1), cost);
   EXPECT_EQ(Count(*agent_pool_, "SELECT count(*) FROM usage_outbox"), 0);
   EXPECT_EQ(
       Count(*usage_pool_, "SELECT count(*) FROM usage_logs WHERE prompt_id = $1", {r.prompt_id()}),

@@ -1,6 +1,7 @@
-// OutboxPublisher against a real PostgreSQL and an in-process fake UsageService:
-// every event arrives exactly once, through usage outages, duplicates, poison
-// entries and two publishers sharing one database.
+// OutboxPublisher against a real PostgreSQL and an in-memory usage peer: every event
+// arrives exactly once — handed over in memory or recovered from the table —
+// through usage outages, duplicates, poison entries and two publishers sharing
+// one database.
 #include <gtest/gtest.h>
 #include <prometheus/registry.h>
 
@@ -13,10 +14,9 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "aichat/usage/v1/usage.grpc.pb.h"
+#include "common/base64.h"
 #include "common/migrations.h"
 #include "common/pg.h"
-#include "common/server.h"
 #include "services/ai-agent/migrations.h"
 #include "services/ai-agent/outbox_publisher.h"
 #include "services/ai-agent/pg_agent_store.h"
@@ -26,36 +26,40 @@
 namespace aichat::agent {
 namespace {
 
-namespace usage_v1 = aichat::usage::v1;
-
 constexpr char kPayloadMarker[] = "payload-marker-model";
+constexpr char kInvalidModel[] = "invalid-model";
 
-// RecordUsage only: counts successful deliveries per event_id, answers
-// recorded=false for an event it has seen, and can be switched to UNAVAILABLE.
-class FakeUsage final : public usage_v1::UsageService::CallbackService {
+// RecordUsageBatch only: counts deliveries per event_id, answers recorded=false
+// for an event it has seen, refuses a batch holding an invalid event as usage
+// does (INVALID_ARGUMENT, nothing recorded), and can be switched off.
+class FakeUsage final : public UsagePeer {
  public:
-  explicit FakeUsage(std::string token) : expected_auth_(absl::StrCat("Bearer ", token)) {}
-
-  grpc::ServerUnaryReactor* RecordUsage(grpc::CallbackServerContext* ctx,
-                                        const usage_v1::RecordUsageRequest* req,
-                                        usage_v1::RecordUsageResponse* resp) override {
-    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-    auto auth = ctx->client_metadata().find("authorization");
-    if (auth == ctx->client_metadata().end() ||
-        std::string(auth->second.data(), auth->second.size()) != expected_auth_) {
-      reactor->Finish(grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "bad token"));
-      return reactor;
+  void Reserve(const PeerCall&, const ReserveRequest&,
+               std::function<void(absl::StatusOr<ReserveDecision>)> done) override {
+    done(absl::UnimplementedError("not used"));
+  }
+  void Release(const std::string&) override {}
+  void Record(std::vector<UsageRecord> events, absl::Time,
+              std::function<void(absl::StatusOr<std::vector<bool>>)> done) override {
+    absl::StatusOr<std::vector<bool>> out;
+    {
+      absl::MutexLock lock(&mu_);
+      ++calls_;
+      if (failing_) {
+        out = absl::UnavailableError("usage service unavailable");
+      } else if (std::any_of(events.begin(), events.end(),
+                             [](const UsageRecord& e) { return e.model == kInvalidModel; })) {
+        out = absl::InvalidArgumentError("events[0].model is invalid");
+      } else {
+        std::vector<bool> recorded;
+        for (const auto& e : events) {
+          ++deliveries_[e.event_id];
+          recorded.push_back(recorded_.insert(e.event_id).second);
+        }
+        out = std::move(recorded);
+      }
     }
-    absl::MutexLock lock(&mu_);
-    if (failing_) {
-      reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "usage is down"));
-      return reactor;
-    }
-    const std::string& id = req->event().event_id();
-    ++deliveries_[id];
-    resp->set_recorded(recorded_.insert(id).second);
-    reactor->Finish(grpc::Status::OK);
-    return reactor;
+    done(std::move(out));
   }
 
   void SetFailing(bool failing) {
@@ -71,11 +75,15 @@ class FakeUsage final : public usage_v1::UsageService::CallbackService {
     absl::MutexLock lock(&mu_);
     return deliveries_;
   }
+  int calls() {
+    absl::MutexLock lock(&mu_);
+    return calls_;
+  }
 
  private:
-  const std::string expected_auth_;
   absl::Mutex mu_;
   bool failing_ ABSL_GUARDED_BY(mu_) = false;
+  int calls_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<std::string, int> deliveries_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> recorded_ ABSL_GUARDED_BY(mu_);
 };
@@ -111,40 +119,32 @@ class OutboxTest : public ::testing::Test {
     pool_ = std::make_unique<PgPool>(opts);
     ASSERT_TRUE(ApplyMigrations(*pool_, Migrations()).ok());
     store_ = std::make_unique<PgAgentStore>(pool_.get());
-    token_ = keys_.ServiceToken();
-    fake_ = std::make_unique<FakeUsage>(token_);
-    server_ = std::make_unique<ServiceServer>(
-        ServerOptions{.name = "usage", .listen = "127.0.0.1:0", .metrics_listen = ""});
-    server_->AddService(fake_.get());
-    ASSERT_TRUE(server_->Start().ok());
-    channel_ = aichat::testing::LocalChannel(server_->port());
-  }
-
-  void TearDown() override {
-    if (server_) {
-      server_->Shutdown();
-    }
+    fake_ = std::make_unique<FakeUsage>();
   }
 
   OutboxPublisherOptions FastOptions() {
     OutboxPublisherOptions o;
     o.backoff_initial = absl::Milliseconds(1);
     o.backoff_max = absl::Milliseconds(20);
+    o.linger = absl::Milliseconds(20);
     return o;
   }
 
   std::unique_ptr<OutboxPublisher> Publisher(OutboxPublisherOptions o,
-                                             prometheus::Registry* registry = nullptr,
-                                             const std::string& token = "") {
-    return std::make_unique<OutboxPublisher>(store_.get(), channel_, token.empty() ? token_ : token,
-                                             o, registry);
+                                             prometheus::Registry* registry = nullptr) {
+    return std::make_unique<OutboxPublisher>(store_.get(), fake_.get(), o, registry);
   }
 
-  // Runs `n` turns to completion, each committing one usage event; returns the event ids.
-  std::vector<std::string> MakeEvents(int n) {
-    std::vector<std::string> ids;
-    for (int i = 0; i < n; ++i) {
+  // Runs `n` turns to completion, each committing one usage event whose outbox
+  // entry is leased to its writer for `lease` (zero: free for recovery at once).
+  std::vector<UsageRecord> MakeEvents(int n, absl::Duration lease = absl::ZeroDuration(),
+                                      std::vector<int64_t>* outbox_ids = nullptr) {
+    std::vector<UsageRecord> events;
+    auto ids = store_->ReservePromptIds(n);
+    EXPECT_TRUE(ids.ok()) << ids.status();
+    for (int i = 0; i < n && ids.ok(); ++i) {
       NewPrompt p;
+      p.id = (*ids)[i];
       p.user_id = 1;
       p.conversation_id = 10;
       p.event_id = absl::StrCat("event-", ++next_event_);
@@ -153,29 +153,33 @@ class OutboxTest : public ::testing::Test {
       p.prices = Prices{150000, 75000, 600000};
       p.context_window = 128000;
       p.max_output_tokens = 16384;
-      auto prompt = store_->InsertPrompt(p);
-      EXPECT_TRUE(prompt.ok()) << prompt.status();
-      if (!prompt.ok()) {
-        return ids;
-      }
-      usage_v1::UsageEvent ev;
-      ev.set_event_id(p.event_id);
-      ev.set_user_id(p.user_id);
-      ev.set_conversation_id(p.conversation_id);
-      ev.set_prompt_id(prompt->id);
-      ev.set_model(p.model);
-      ev.set_provider_model(p.provider_model);
-      ev.set_prompt_tokens(100);
-      ev.set_completion_tokens(20);
-      ev.set_cost_nanos(CostNanos(100, 0, 20, p.prices));
-      ev.set_outcome(usage_v1::OUTCOME_COMPLETED);
+      EXPECT_TRUE(store_->InsertPrompt(p).ok());
+      UsageRecord e;
+      e.event_id = p.event_id;
+      e.user_id = p.user_id;
+      e.conversation_id = p.conversation_id;
+      e.prompt_id = p.id;
+      e.model = p.model;
+      e.provider_model = p.provider_model;
+      e.prompt_tokens = 100;
+      e.completion_tokens = 20;
+      e.prices = p.prices;
+      e.cost_nanos = CostNanos(100, 0, 20, p.prices);
       PromptOutcome o;
       o.prompt_tokens = 100;
       o.completion_tokens = 20;
-      o.cost_nanos = ev.cost_nanos();
-      EXPECT_TRUE(store_->FinishPrompt(prompt->id, o, ev.SerializeAsString()).ok());
-      ids.push_back(p.event_id);
+      o.cost_nanos = e.cost_nanos;
+      auto id = store_->FinishPrompt(p.id, o, EncodeUsageRecord(e), lease);
+      EXPECT_TRUE(id.ok()) << id.status();
+      if (outbox_ids != nullptr) outbox_ids->push_back(id.value_or(0));
+      events.push_back(std::move(e));
     }
+    return events;
+  }
+
+  static std::vector<std::string> Ids(const std::vector<UsageRecord>& events) {
+    std::vector<std::string> ids;
+    for (const auto& e : events) ids.push_back(e.event_id);
     return ids;
   }
 
@@ -204,18 +208,14 @@ class OutboxTest : public ::testing::Test {
     return done();
   }
 
-  aichat::testing::TestKeys keys_;
-  std::string token_;
   std::unique_ptr<PgPool> pool_;
   std::unique_ptr<PgAgentStore> store_;
   std::unique_ptr<FakeUsage> fake_;
-  std::unique_ptr<ServiceServer> server_;
-  std::shared_ptr<grpc::Channel> channel_;
   int next_event_ = 0;
 };
 
-TEST_F(OutboxTest, DeliversFiftyEventsExactlyOnce) {
-  auto ids = MakeEvents(50);
+TEST_F(OutboxTest, DeliversFiftyEventsFromTheTableExactlyOnce) {
+  auto ids = Ids(MakeEvents(50));
   prometheus::Registry registry;
   auto publisher = Publisher(FastOptions(), &registry);
   auto n = publisher->PublishOnce();
@@ -224,14 +224,31 @@ TEST_F(OutboxTest, DeliversFiftyEventsExactlyOnce) {
   EXPECT_EQ(Backlog(), 0);
   EXPECT_EQ(*publisher->PublishOnce(), 0);
   ExpectEachDeliveredOnce(ids);
+  EXPECT_EQ(fake_->calls(), 1);  // one batch
   EXPECT_EQ(MetricValue(registry, "aichat_outbox_published_total", "delivered"), 50);
   EXPECT_EQ(MetricValue(registry, "aichat_outbox_published_total", "failed"), 0);
   EXPECT_EQ(MetricValue(registry, "aichat_outbox_backlog"), 0);
   EXPECT_EQ(MetricValue(registry, "aichat_outbox_oldest_age_seconds"), 0);
 }
 
+TEST_F(OutboxTest, EventsHandedOverInMemoryGoAsOneBatchAndAreDeleted) {
+  auto publisher = Publisher(FastOptions());
+  publisher->Start();
+  std::vector<int64_t> outbox_ids;
+  auto events = MakeEvents(40, absl::Minutes(5), &outbox_ids);  // leased: no recovery
+  for (size_t i = 0; i < events.size(); ++i) publisher->Publish(outbox_ids[i], events[i]);
+  ASSERT_TRUE(Eventually([&] { return Backlog() == 0; }));
+  ExpectEachDeliveredOnce(Ids(events));
+  EXPECT_LE(fake_->calls(), 3);  // gathered for `linger`, not one call per event
+  // An answer mark goes with the same bookkeeping.
+  publisher->AnswerSaved({events[0].prompt_id, 555});
+  ASSERT_TRUE(Eventually(
+      [&] { return store_->GetPrompt(1, events[0].prompt_id)->response_message_id == 555; }));
+  publisher->Stop(absl::Seconds(1));
+}
+
 TEST_F(OutboxTest, UsageDownLosesNothingAndRecoveryDeliversOnce) {
-  auto ids = MakeEvents(50);
+  auto ids = Ids(MakeEvents(50));
   aichat::testing::LogCapture logs;
   prometheus::Registry registry;
   auto publisher = Publisher(FastOptions(), &registry);
@@ -264,14 +281,14 @@ TEST_F(OutboxTest, UsageDownLosesNothingAndRecoveryDeliversOnce) {
 
   // Failures are logged per entry with the code, never with the payload.
   std::string text = logs.Text();
-  EXPECT_NE(text.find("outbox delivery failed"), std::string::npos);
+  EXPECT_NE(text.find("usage event delivery failed"), std::string::npos);
   EXPECT_NE(text.find("UNAVAILABLE"), std::string::npos);
   EXPECT_NE(text.find(ids[0]), std::string::npos);
   EXPECT_EQ(text.find(kPayloadMarker), std::string::npos);
 }
 
 TEST_F(OutboxTest, DuplicateAnswersCountAsDelivered) {
-  auto ids = MakeEvents(20);
+  auto ids = Ids(MakeEvents(20));
   for (int i = 0; i < 10; ++i) {
     fake_->PreRecord(ids[i]);
   }
@@ -288,7 +305,7 @@ TEST_F(OutboxTest, DuplicateAnswersCountAsDelivered) {
 TEST_F(OutboxTest, OneBadEntryDoesNotBlockTheOthers) {
   ASSERT_TRUE(
       pool_->Exec("INSERT INTO usage_outbox (event_id, payload) VALUES ('poison', '!!!')").ok());
-  auto ids = MakeEvents(5);
+  auto ids = Ids(MakeEvents(5));
   auto publisher = Publisher(FastOptions());
   auto n = publisher->PublishOnce();
   ASSERT_TRUE(n.ok()) << n.status();
@@ -298,27 +315,28 @@ TEST_F(OutboxTest, OneBadEntryDoesNotBlockTheOthers) {
   EXPECT_EQ(Scalar("SELECT attempts FROM usage_outbox WHERE event_id = 'poison'"), 1);
 }
 
-TEST_F(OutboxTest, RejectedTokenKeepsTheRows) {
-  auto ids = MakeEvents(3);
-  auto wrong = Publisher(FastOptions(), nullptr, "not-a-token");
-  EXPECT_EQ(*wrong->PublishOnce(), 0);
-  EXPECT_EQ(Backlog(), 3);
-  EXPECT_EQ(Scalar("SELECT count(*) FROM usage_outbox WHERE last_error LIKE "
-                   "'UNAUTHENTICATED%'"),
-            3);
-  auto right = Publisher(FastOptions());
-  ASSERT_TRUE(Eventually([&] {
-    EXPECT_TRUE(right->PublishOnce().ok());
-    return Backlog() == 0;
-  }));
-  ExpectEachDeliveredOnce(ids);
+TEST_F(OutboxTest, AnEventUsageRefusesIsSentAloneAndTheBatchGoesThrough) {
+  auto events = MakeEvents(6);
+  // Make the third one an event usage refuses.
+  events[2].model = kInvalidModel;
+  ASSERT_TRUE(pool_
+                  ->Exec("UPDATE usage_outbox SET payload = $2 WHERE event_id = $1",
+                         {events[2].event_id, Base64UrlEncode(EncodeUsageRecord(events[2]))})
+                  .ok());
+  auto publisher = Publisher(FastOptions());
+  auto n = publisher->PublishOnce();
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 5);
+  EXPECT_EQ(Backlog(), 1);
+  EXPECT_EQ(fake_->deliveries().size(), 5u);
+  EXPECT_EQ(fake_->deliveries().count(events[2].event_id), 0u);
 }
 
 TEST_F(OutboxTest, TwoPublishersDeliverEachEventOnce) {
-  auto ids = MakeEvents(200);
+  auto ids = Ids(MakeEvents(200));
   OutboxPublisherOptions o = FastOptions();
   o.batch_size = 10;
-  o.max_in_flight = 4;
+  o.idle_poll = absl::Milliseconds(5);
   auto a = Publisher(o);
   auto b = Publisher(o);
   a->Start();
@@ -331,21 +349,18 @@ TEST_F(OutboxTest, TwoPublishersDeliverEachEventOnce) {
   ExpectEachDeliveredOnce(ids);
 }
 
-TEST_F(OutboxTest, NotifyWakesAndStopFlushes) {
+TEST_F(OutboxTest, StopDeliversWhatIsHeld) {
   OutboxPublisherOptions o = FastOptions();
-  o.idle_poll = absl::Hours(1);  // only Notify (or Stop) can make it publish
+  o.idle_poll = absl::Hours(1);
+  o.linger = absl::Hours(1);  // only Stop can send them
   auto publisher = Publisher(o);
   publisher->Start();
-  auto first = MakeEvents(10);
-  publisher->Notify();
-  ASSERT_TRUE(Eventually([&] { return fake_->deliveries().size() == 10; }));
-  ASSERT_TRUE(Eventually([&] { return Backlog() == 0; }));
-
-  auto second = MakeEvents(5);
-  publisher->Stop(absl::Seconds(5));  // the final flush delivers what is due
+  std::vector<int64_t> outbox_ids;
+  auto events = MakeEvents(5, absl::Minutes(5), &outbox_ids);
+  for (size_t i = 0; i < events.size(); ++i) publisher->Publish(outbox_ids[i], events[i]);
+  publisher->Stop(absl::Seconds(5));
   EXPECT_EQ(Backlog(), 0);
-  first.insert(first.end(), second.begin(), second.end());
-  ExpectEachDeliveredOnce(first);
+  ExpectEachDeliveredOnce(Ids(events));
 }
 
 }  // namespace

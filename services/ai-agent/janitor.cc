@@ -1,0 +1,106 @@
+#include "services/ai-agent/janitor.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/log.h"
+
+namespace aichat::agent {
+
+absl::Status Janitor::Start() {
+  if (auto st = deps_->store->RenewLease(deps_->replica, options_.lease); !st.ok()) return st;
+  deps_->workers->SubmitAfter(options_.renew_every, [this] { Renew(); });
+  deps_->workers->Submit([this] { Sweep(); });
+  return absl::OkStatus();
+}
+
+void Janitor::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopped_) return;
+    stopped_ = true;
+  }
+  (void)deps_->store->DropLease(deps_->replica);
+}
+
+void Janitor::Renew() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopped_) return;
+  }
+  if (auto st = deps_->store->RenewLease(deps_->replica, options_.lease); !st.ok()) {
+    LogWarn("lease not renewed", {{"replica", deps_->replica}});
+  }
+  deps_->workers->SubmitAfter(options_.renew_every, [this] { Renew(); });
+}
+
+void Janitor::Sweep() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopped_) return;
+  }
+  (void)SweepOnce();
+  deps_->workers->SubmitAfter(options_.sweep_every, [this] { Sweep(); });
+}
+
+absl::StatusOr<int> Janitor::SweepOnce() {
+  auto adopted = deps_->store->AdoptAbandoned(deps_->replica, 100, options_.unowned_after,
+                                              options_.own_pending_after);
+  if (!adopted.ok()) return adopted.status();
+  for (const PromptRecord& p : *adopted) {
+    if (!IsTerminal(p.status)) {
+      FinishAbandoned(p);
+    } else if (p.answer_pending) {
+      SaveAbandonedAnswer(p);
+    }
+  }
+  if (!adopted->empty()) {
+    LogWarn("turns of a stopped replica taken over", {{"count", int64_t(adopted->size())}});
+  }
+  return static_cast<int>(adopted->size());
+}
+
+// Nothing is known of what the provider streamed: the prompt that was sent is
+// charged as an estimate, and the turn is FAILED.
+void Janitor::FinishAbandoned(const PromptRecord& p) {
+  UsageRecord charge = AbandonedCharge(p, absl::Now());
+  PromptOutcome o;
+  o.status = PromptStatus::kFailed;
+  o.error = "abandoned: the ai-agent replica running this turn stopped";
+  o.prompt_tokens = charge.prompt_tokens;
+  o.estimated = true;
+  o.cost_nanos = charge.cost_nanos;
+  auto outbox_id =
+      deps_->store->FinishPrompt(p.id, o, EncodeUsageRecord(charge), deps_->options.outbox_lease);
+  if (outbox_id.ok() && *outbox_id > 0) deps_->publish(*outbox_id, std::move(charge));
+}
+
+// The answer is complete in the prompt row; the conversation is given it now
+// (idempotent on the prompt: an append that did happen is found, not repeated).
+void Janitor::SaveAbandonedAnswer(const PromptRecord& p) {
+  NewTurnMessage m;
+  m.conversation_id = p.conversation_id;
+  m.role = MessageRole::kAssistant;
+  m.content = p.response_text;
+  m.token_count = static_cast<int32_t>(std::clamp<int64_t>(
+      p.completion_tokens > 0 ? p.completion_tokens : EstimateTokens(p.response_text), 1,
+      INT32_MAX));
+  m.prompt_id = p.id;
+  if (p.status == PromptStatus::kCompleted) m.replaces_message_id = p.replaces_message_id;
+  PeerCall call{.user_id = p.user_id, .deadline = absl::Now() + deps_->options.peer_timeout};
+  TurnDeps* deps = deps_;
+  const int64_t prompt_id = p.id;
+  deps_->conversation->Append(call, m, [deps, prompt_id](absl::StatusOr<int64_t> id) {
+    if (id.ok()) return deps->answer_saved({prompt_id, *id});
+    if (absl::IsUnavailable(id.status()) || absl::IsDeadlineExceeded(id.status())) {
+      return;  // still pending: the next sweep of whoever owns it then tries again
+    }
+    std::string why =
+        absl::StrCat("the answer could not be saved in the conversation: ", id.status().message());
+    deps->workers->Submit(
+        [deps, prompt_id, why] { (void)deps->store->MarkAnswerLost(prompt_id, why); });
+  });
+}
+
+}  // namespace aichat::agent
