@@ -12,6 +12,8 @@
 // creates the conversations the calls use. Latency is measured from the moment a call
 // was due (open loop: its scheduled time, so a stalled server cannot hide its queue),
 // throughput from calls that finished inside the measured window.
+#include <grpcpp/grpcpp.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -29,8 +31,6 @@
 #include <thread>
 #include <vector>
 
-#include <grpcpp/grpcpp.h>
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -39,6 +39,7 @@
 #include "aichat/usage/v1/usage.grpc.pb.h"
 #include "aichat/user/v1/user.grpc.pb.h"
 #include "bench/http_load.h"
+#include "bench/proc_cpu.h"
 #include "common/jwt.h"
 
 namespace aichat::bench {
@@ -73,12 +74,17 @@ setup:
   --users=N                with --keys_env: spread the conversations over N users (default:
                            one per conversation); --rpm=N their rate limit claim (6000)
   --content=TEXT           the user message (default "hello from the load driver")
+  --turns_per_conversation=N  send/stream: each conversation takes N turns, then the next
+                           one is used (bounds the context; needs enough --conversations)
   --model=NAME             model for turns (default: the default model)
 http target:
   --http_url=http://127.0.0.1:PORT/v1/chat/completions
   --http_header=NAME:VALUE (repeatable)   --http_stream=true|false (default true)
   --http_model=NAME (default gpt-4o-mini) --io_threads=N (default 1)
 output:
+  --cpu=NAME:PID[+],...    CPU of these processes over the measured window (PID+ adds its
+                           descendants and what they used, e.g. the postmaster), and the
+                           driver's own, per call and per delta
   --json_out=FILE          results as JSON;  --label=TEXT  a name stored in the JSON
   --quiet                  no table
 )";
@@ -133,6 +139,15 @@ class Recorder {
     std::lock_guard<std::mutex> l(mu_);
     deltas_ += n;
   }
+  // The prompt tokens of a finished turn: the context size it sent.
+  void PromptTokens(double at, int64_t n) {
+    if (!InWindow(at)) return;
+    std::lock_guard<std::mutex> l(mu_);
+    prompt_tokens_ += n;
+    ++turns_with_usage_;
+  }
+  int64_t prompt_tokens_ = 0;
+  int64_t turns_with_usage_ = 0;
 
   std::mutex mu_;
   double ws_, we_;
@@ -143,11 +158,22 @@ class Recorder {
 };
 
 std::string CodeName(grpc::StatusCode c) {
-  static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT",
-                                 "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-                                 "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-                                 "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-                                 "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+  static const char* kNames[] = {"OK",
+                                 "CANCELLED",
+                                 "UNKNOWN",
+                                 "INVALID_ARGUMENT",
+                                 "DEADLINE_EXCEEDED",
+                                 "NOT_FOUND",
+                                 "ALREADY_EXISTS",
+                                 "PERMISSION_DENIED",
+                                 "RESOURCE_EXHAUSTED",
+                                 "FAILED_PRECONDITION",
+                                 "ABORTED",
+                                 "OUT_OF_RANGE",
+                                 "UNIMPLEMENTED",
+                                 "INTERNAL",
+                                 "UNAVAILABLE",
+                                 "DATA_LOSS",
                                  "UNAUTHENTICATED"};
   int i = static_cast<int>(c);
   return i >= 0 && i <= 16 ? kNames[i] : absl::StrCat("CODE_", i);
@@ -157,7 +183,7 @@ std::string CodeName(grpc::StatusCode c) {
 
 struct Setup {
   std::vector<std::shared_ptr<grpc::Channel>> user_ch, conv_ch, agent_ch, usage_ch;
-  std::string user_token;               // the registered user
+  std::string user_token;                // the registered user
   std::vector<std::string> user_tokens;  // --users tokens; conversation i belongs to i % n
   std::string service_token;
   int64_t user_id = 0;
@@ -198,7 +224,8 @@ std::map<std::string, std::string> ReadEnvFile(const std::string& path) {
 
 void AddAuth(grpc::ClientContext* ctx, const std::string& token, double deadline_s) {
   ctx->AddMetadata("authorization", "Bearer " + token);
-  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(deadline_s * 1000)));
+  ctx->set_deadline(std::chrono::system_clock::now() +
+                    std::chrono::milliseconds(static_cast<int64_t>(deadline_s * 1000)));
 }
 
 void DoSetup(Setup& s, const std::string& target, int n_conversations) {
@@ -229,8 +256,8 @@ void DoSetup(Setup& s, const std::string& target, int n_conversations) {
 
   // A fresh user for this run.
   auto ustub = usv1::UserService::NewStub(s.user_ch[0]);
-  std::string email = absl::StrCat("bench-", absl::ToUnixMicros(absl::Now()), "-", getpid(),
-                                   "@bench.invalid");
+  std::string email =
+      absl::StrCat("bench-", absl::ToUnixMicros(absl::Now()), "-", getpid(), "@bench.invalid");
   std::string password = "bench-password-123";
   {
     usv1::RegisterRequest req;
@@ -277,8 +304,8 @@ void DoSetup(Setup& s, const std::string& target, int n_conversations) {
     s.user_tokens.push_back(s.user_token);
   }
 
-  bool needs_conv = target == "send" || target == "stream" || target == "append" ||
-                    target == "list";
+  bool needs_conv =
+      target == "send" || target == "stream" || target == "append" || target == "list";
   if (!needs_conv) return;
   if (target == "list") n_conversations = 1;
   // Create the conversations concurrently (10,000 of them for the streams scenario).
@@ -303,16 +330,18 @@ void DoSetup(Setup& s, const std::string& target, int n_conversations) {
       AddAuth(&c->ctx, s.user_tokens[i % s.user_tokens.size()], 30);
       c->req.set_title(absl::StrCat("bench ", i));
       if (!model.empty()) c->req.set_model(model);
-      c->stub->async()->CreateConversation(&c->ctx, &c->req, &c->resp,
-                                           [&, c, i, self](grpc::Status st) {
-        std::lock_guard<std::mutex> l(mu);
-        if (st.ok()) s.conversations[i] = c->resp.id();
-        else if (failed++ == 0) std::cerr << "CreateConversation: " << st.error_message() << "\n";
-        delete c;
-        pending--;
-        self(self);
-        cv.notify_all();
-      });
+      c->stub->async()->CreateConversation(
+          &c->ctx, &c->req, &c->resp, [&, c, i, self](grpc::Status st) {
+            std::lock_guard<std::mutex> l(mu);
+            if (st.ok())
+              s.conversations[i] = c->resp.id();
+            else if (failed++ == 0)
+              std::cerr << "CreateConversation: " << st.error_message() << "\n";
+            delete c;
+            pending--;
+            self(self);
+            cv.notify_all();
+          });
     }
   };
   {
@@ -348,6 +377,8 @@ struct Env {
   std::string model;
   double deadline_s;
   std::atomic<int64_t> seq{0};
+  std::atomic<int64_t> turn_seq{0};
+  int64_t turns_per_conversation = 0;
   std::atomic<int64_t> inflight{0};
   std::vector<std::unique_ptr<av1::AiAgentService::Stub>> agent;
   std::vector<std::unique_ptr<cv1::ConversationService::Stub>> conv;
@@ -367,13 +398,22 @@ struct UnaryCall {
   Resp resp;
 };
 
+// The conversation a turn goes to: the caller's own, or with --turns_per_conversation
+// the next one after every N turns (so contexts stay small and of a known size).
+size_t ConversationFor(Env* env, int64_t slot) {
+  const size_t n = env->setup->conversations.size();
+  if (env->turns_per_conversation <= 0) return slot % n;
+  return (env->turn_seq.fetch_add(1) / env->turns_per_conversation) % n;
+}
+
 class StreamCall : public grpc::ClientReadReactor<av1::TurnEvent> {
  public:
   StreamCall(Env* env, int64_t slot, double due, Done done)
       : env_(env), due_(due), done_(std::move(done)) {
     auto& convs = env->setup->conversations;
-    AddAuth(&ctx_, env->setup->TokenFor(slot % convs.size()), env->deadline_s);
-    req_.set_conversation_id(convs[slot % convs.size()]);
+    size_t conv = ConversationFor(env, slot);
+    AddAuth(&ctx_, env->setup->TokenFor(conv), env->deadline_s);
+    req_.set_conversation_id(convs[conv]);
     req_.set_content(env->content);
     if (!env->model.empty()) req_.set_model(env->model);
     env->agent[slot % env->agent.size()]->async()->StreamMessage(&ctx_, &req_, this);
@@ -393,6 +433,7 @@ class StreamCall : public grpc::ClientReadReactor<av1::TurnEvent> {
       env_->rec->Deltas(t, 1);
     } else if (ev_.has_completed()) {
       completed_ = true;
+      env_->rec->PromptTokens(Now(), ev_.completed().usage().prompt_tokens());
     }
     StartRead(&ev_);
   }
@@ -437,12 +478,17 @@ void StartCall(Env* env, int64_t slot, double due, Done done) {
   if (t == "send") {
     auto* c = new UnaryCall<av1::SendMessageRequest, av1::TurnResult>;
     auto& convs = env->setup->conversations;
-    AddAuth(&c->ctx, env->setup->TokenFor(slot % convs.size()), env->deadline_s);
-    c->req.set_conversation_id(convs[slot % convs.size()]);
+    size_t conv = ConversationFor(env, slot);
+    AddAuth(&c->ctx, env->setup->TokenFor(conv), env->deadline_s);
+    c->req.set_conversation_id(convs[conv]);
     c->req.set_content(env->content);
     if (!env->model.empty()) c->req.set_model(env->model);
+    auto finish = Finisher(env, c, due, std::move(done));
     env->agent[slot % env->agent.size()]->async()->SendMessage(
-        &c->ctx, &c->req, &c->resp, Finisher(env, c, due, std::move(done)));
+        &c->ctx, &c->req, &c->resp, [env, c, finish = std::move(finish)](grpc::Status st) {
+          if (st.ok()) env->rec->PromptTokens(Now(), c->resp.usage().prompt_tokens());
+          finish(std::move(st));
+        });
   } else if (t == "getme") {
     auto* c = new UnaryCall<usv1::GetMeRequest, usv1::User>;
     AddAuth(&c->ctx, env->setup->user_token, env->deadline_s);
@@ -544,8 +590,8 @@ std::string JsonEscape(const std::string& s) {
 
 void PrintRow(const char* name, const Dist& d) {
   std::printf("  %-18s %9lld %9.3f %9.3f %9.3f %9.3f %9.3f %9.3f\n", name,
-              static_cast<long long>(d.n), d.mean * 1e3, d.p50 * 1e3, d.p90 * 1e3,
-              d.p99 * 1e3, d.p999 * 1e3, d.max * 1e3);
+              static_cast<long long>(d.n), d.mean * 1e3, d.p50 * 1e3, d.p90 * 1e3, d.p99 * 1e3,
+              d.p999 * 1e3, d.max * 1e3);
 }
 
 }  // namespace
@@ -562,8 +608,10 @@ int Main(int argc, char** argv) {
     auto eq = a.find('=');
     std::string k = eq == std::string::npos ? a : a.substr(0, eq);
     std::string v = eq == std::string::npos ? "true" : a.substr(eq + 1);
-    if (k == "http_header") g_headers.push_back(v);
-    else g_flags[k] = v;
+    if (k == "http_header")
+      g_headers.push_back(v);
+    else
+      g_flags[k] = v;
   }
   g_t0 = Clock::now();
   const std::string target = Flag("target", "");
@@ -597,6 +645,19 @@ int Main(int argc, char** argv) {
   Recorder rec(window_start, window_end);
   int64_t peak_inflight = 0;
   int64_t issued = 0;
+  // CPU of the named processes (and the driver) over the measured window.
+  std::vector<CpuTarget> cpu_targets = ParseCpuTargets(Flag("cpu", ""));
+  std::vector<double> cpu_before, cpu_after;
+  std::thread cpu_sampler([&] {
+    auto sleep_until = [](double t) {
+      double wait = t - Now();
+      if (wait > 0) std::this_thread::sleep_for(std::chrono::duration<double>(wait));
+    };
+    sleep_until(window_start);
+    cpu_before = SampleCpuSeconds(cpu_targets);
+    sleep_until(window_end);
+    cpu_after = SampleCpuSeconds(cpu_targets);
+  });
 
   if (target == "http") {
     std::string url = Flag("http_url", "");
@@ -617,8 +678,10 @@ int Main(int argc, char** argv) {
     }
     bool stream = Flag("http_stream", "true") == "true";
     ht.body = absl::StrCat(
-        "{\"model\":\"", Flag("http_model", "gpt-4o-mini"), "\",\"messages\":[{\"role\":\"user\","
-        "\"content\":\"", JsonEscape(Flag("content", "hello from the load driver")), "\"}],",
+        "{\"model\":\"", Flag("http_model", "gpt-4o-mini"),
+        "\",\"messages\":[{\"role\":\"user\","
+        "\"content\":\"",
+        JsonEscape(Flag("content", "hello from the load driver")), "\"}],",
         "\"max_completion_tokens\":4096,\"temperature\":1,\"stream\":", stream ? "true" : "false",
         stream ? ",\"stream_options\":{\"include_usage\":true}" : "", "}");
     std::atomic<int64_t> n{0};
@@ -627,7 +690,7 @@ int Main(int argc, char** argv) {
         [&] { return Now() < window_end; },
         [&](const HttpResult& r) {
           n++;
-          std::string code = r.http_status == 0      ? "CONNECT_ERROR"
+          std::string code = r.http_status == 0     ? "CONNECT_ERROR"
                              : r.http_status != 200 ? absl::StrCat("HTTP_", r.http_status)
                              : !r.done_marker       ? "TRUNCATED"
                                                     : "OK";
@@ -650,6 +713,7 @@ int Main(int argc, char** argv) {
     env.content = Flag("content", "hello from the load driver");
     env.model = Flag("model", "");
     env.deadline_s = FlagD("deadline", 60);
+    env.turns_per_conversation = static_cast<int64_t>(FlagD("turns_per_conversation", 0));
     env.run_id = absl::StrCat(absl::ToUnixMicros(absl::Now()), "-", getpid());
     for (auto& ch : setup.agent_ch) env.agent.push_back(av1::AiAgentService::NewStub(ch));
     for (auto& ch : setup.conv_ch) env.conv.push_back(cv1::ConversationService::NewStub(ch));
@@ -729,8 +793,14 @@ int Main(int argc, char** argv) {
     issued = n_issued.load();
   }
 
+  cpu_sampler.join();
   // ---------- report
   std::lock_guard<std::mutex> l(rec.mu_);
+  std::vector<std::pair<std::string, double>> cpu_ms;  // per process, over the window
+  for (size_t i = 0; i < cpu_after.size() && i < cpu_before.size(); ++i) {
+    cpu_ms.emplace_back(i < cpu_targets.size() ? cpu_targets[i].name : "driver",
+                        (cpu_after[i] - cpu_before[i]) * 1e3);
+  }
   Dist lat = Summarize(rec.latency_);
   Dist ttfd = Summarize(rec.ttfd_);
   Dist gaps = Summarize(rec.gaps_);
@@ -756,6 +826,19 @@ int Main(int argc, char** argv) {
     PrintRow("latency", lat);
     if (ttfd.n > 0) PrintRow(target == "http" ? "first body byte" : "first delta", ttfd);
     if (gaps.n > 0) PrintRow(target == "http" ? "inter-event gap" : "inter-delta gap", gaps);
+    if (rec.turns_with_usage_ > 0) {
+      std::printf("  context: %.1f prompt tokens per turn\n",
+                  static_cast<double>(rec.prompt_tokens_) / rec.turns_with_usage_);
+    }
+    if (!cpu_ms.empty() && rec.ok_ > 0) {
+      double total = 0;
+      std::printf("  CPU ms per call:");
+      for (const auto& [name, ms] : cpu_ms) {
+        std::printf(" %s %.3f", name.c_str(), ms / rec.ok_);
+        total += ms;
+      }
+      std::printf(", total %.3f\n", total / rec.ok_);
+    }
   }
   std::string json_out = Flag("json_out", "");
   if (!json_out.empty()) {
@@ -774,9 +857,19 @@ int Main(int argc, char** argv) {
     }
     o << "},\n  \"throughput_per_s\": " << throughput
       << ",\n  \"deltas_per_s\": " << rec.deltas_ / duration
-      << ",\n  \"peak_inflight\": " << peak_inflight
-      << ",\n  \"latency\": " << DistJson(lat) << ",\n  \"first_delta\": " << DistJson(ttfd)
-      << ",\n  \"inter_delta_gap\": " << DistJson(gaps) << "\n}\n";
+      << ",\n  \"peak_inflight\": " << peak_inflight << ",\n  \"latency\": " << DistJson(lat)
+      << ",\n  \"first_delta\": " << DistJson(ttfd)
+      << ",\n  \"inter_delta_gap\": " << DistJson(gaps) << ",\n  \"prompt_tokens_per_turn\": "
+      << (rec.turns_with_usage_ > 0
+              ? static_cast<double>(rec.prompt_tokens_) / rec.turns_with_usage_
+              : 0.0)
+      << ",\n  \"deltas\": " << rec.deltas_ << ",\n  \"cpu_ms\": {";
+    first = true;
+    for (const auto& [name, ms] : cpu_ms) {
+      o << (first ? "" : ", ") << "\"" << name << "\": " << ms;
+      first = false;
+    }
+    o << "}\n}\n";
   }
   return 0;
 }

@@ -47,6 +47,16 @@ DRV=("$BENCH_BIN" --user_addr="127.0.0.1:$AICHAT_USER_PORT"
   --conversation_addr="127.0.0.1:$AICHAT_CONVERSATION_PORT"
   --agent_addr="127.0.0.1:$AICHAT_AGENT_PORT" --usage_addr="127.0.0.1:$AICHAT_USAGE_PORT"
   --keys_env="$AICHAT_STATE_DIR/keys.env")
+# Contexts of a known, bounded size: each conversation takes TURNS_PER_CONV turns.
+TURNS_PER_CONV="${BENCH_TURNS_PER_CONVERSATION:-4}"
+BOUNDED=(--turns_per_conversation="$TURNS_PER_CONV")
+# CPU over each measured window, per process: the four services, PostgreSQL (the
+# postmaster and every backend) and the fake provider; the driver adds its own.
+cpu_spec() {
+  local pm
+  pm=$(head -1 "$(readlink -f "$AICHAT_STATE_DIR/pg")/postmaster.pid")
+  echo "agent:$(pid_of ai-agent),conversation:$(pid_of conversation),usage:$(pid_of usage),user:$(pid_of user),postgres:${pm}+,provider:$(cat "$AICHAT_STATE_DIR/fake-bench.pid")"
+}
 FAKE_URL="http://127.0.0.1:$AICHAT_FAKE_LLM_PORT/v1/chat/completions"
 AGENT_METRICS="http://127.0.0.1:$((AICHAT_METRICS_PORT_BASE + 2))/metrics"
 psql_q() { as_postgres psql -h 127.0.0.1 -p "$AICHAT_PG_PORT" -U postgres -tAq "$@"; }
@@ -54,16 +64,34 @@ load_note() { echo "{\"loadavg\": \"$(cut -d' ' -f1-3 /proc/loadavg)\", \"at\": 
 
 # ---------------------------------------------------------------- agent overhead
 overhead() {
-  log "scenario: agent overhead (instant provider, 1 caller)"
+  log "scenario: agent overhead (instant provider, 1 caller) and the disk's own limits"
   fake_start --instant
+  # The limits first, in the same run: one 8 kB fdatasync, and one-row commits.
+  local pgdata
+  pgdata=$(readlink -f "$AICHAT_STATE_DIR/pg")
+  /usr/lib/postgresql/15/bin/pg_test_fsync -s 2 -f "$pgdata/bench_fsync.tmp" \
+    >"$RESULTS/.pg_test_fsync.txt" 2>&1 || true
+  rm -f "$pgdata/bench_fsync.tmp"
   "${DRV[@]}" --target=http --http_url="$FAKE_URL" --concurrency=1 --duration="$DUR" \
     --warmup=2 --label="provider direct" --json_out="$RESULTS/overhead_direct.json"
   curl -s "$AGENT_METRICS" >"$RESULTS/.metrics-before.txt"
-  "${DRV[@]}" --target=send --concurrency=1 --duration="$DUR" --warmup=2 \
+  "${DRV[@]}" --target=stream --concurrency=1 --duration="$DUR" --warmup=2 "${BOUNDED[@]}" \
+    --conversations=4000 --cpu="$(cpu_spec)" \
+    --label="StreamMessage via aichat" --json_out="$RESULTS/overhead_stream.json"
+  "${DRV[@]}" --target=send --concurrency=1 --duration="$DUR" --warmup=2 "${BOUNDED[@]}" \
+    --conversations=4000 --cpu="$(cpu_spec)" \
     --label="SendMessage via aichat" --json_out="$RESULTS/overhead_agent.json"
   curl -s "$AGENT_METRICS" >"$RESULTS/.metrics-after.txt"
   /usr/bin/python3 "$BENCH_DIR/histogram_delta.py" aichat_agent_overhead_seconds \
     "$RESULTS/.metrics-before.txt" "$RESULTS/.metrics-after.txt" >"$RESULTS/overhead_metric.json"
+  /usr/bin/python3 - "$RESULTS/.pg_test_fsync.txt" >"$RESULTS/overhead_fsync.json" <<'PY'
+import json, re, sys
+text = open(sys.argv[1]).read()
+# "one 8kB write": fdatasync line of the first "Compare file sync methods using one 8kB write".
+m = re.search(r"one 8kB write.*?fdatasync\s+([\d.]+) ops/sec\s+([\d.]+) usecs/op", text, re.S)
+print(json.dumps({"fdatasync_8kb_ops_per_s": float(m.group(1)) if m else 0,
+                  "fdatasync_8kb_ms": float(m.group(2)) / 1000 if m else 0}, indent=2))
+PY
   load_note >"$RESULTS/overhead_load.json"
 }
 
@@ -72,6 +100,9 @@ commits() {
   psql_q -c "SELECT coalesce(sum(xact_commit),0) FROM pg_stat_database
              WHERE datname IN ('aichat_conversation','aichat_agent','aichat_usage','aichat_user')"
 }
+# Transaction ids handed out so far: one per transaction that wrote (read-only ones
+# take none), cluster-wide; reading it takes none either.
+xids() { psql_q -c "SELECT txid_snapshot_xmax(txid_current_snapshot())"; }
 turns() {
   log "scenario: fully persisted turns/s at saturation ($CONC callers) and the pgbench ceiling"
   fake_start --instant
@@ -80,7 +111,9 @@ turns() {
   sleep 12  # idle backends flush their statistics after 10 s
   prompts0=$(psql_q -d aichat_agent -c "SELECT count(*) FROM ai_prompts")
   c0=$(commits)
-  "${DRV[@]}" --target=send --concurrency="$CONC" --duration="$DUR" --warmup=3 \
+  x0=$(xids)
+  "${DRV[@]}" --target=send --concurrency="$CONC" --duration="$DUR" --warmup=3 "${BOUNDED[@]}" \
+    --conversations=$((CONC * 100)) --cpu="$(cpu_spec)" \
     --label="SendMessage, $CONC callers" --json_out="$RESULTS/turns.json"
   # Let the outbox deliver every usage event, then let the statistics flush.
   for _ in $(seq 1 30); do
@@ -90,6 +123,7 @@ turns() {
   sleep 12
   prompts1=$(psql_q -d aichat_agent -c "SELECT count(*) FROM ai_prompts")
   c1=$(commits)
+  x1=$(xids)
   psql_q -c "DROP DATABASE IF EXISTS bench_pg" -c "CREATE DATABASE bench_pg"
   psql_q -d bench_pg -c "CREATE TABLE bench_insert (id bigserial PRIMARY KEY, user_id bigint,
                          body text, created_at timestamptz NOT NULL DEFAULT now())"
@@ -102,13 +136,19 @@ turns() {
   rm -f /tmp/aichat-bench-insert.sql
   local tps
   tps=$(awk '/^tps = / {print $3}' "$RESULTS/.pgbench.txt" | tail -1)
-  /usr/bin/python3 - "$prompts0" "$prompts1" "$c0" "$c1" "$tps" "$CONC" >"$RESULTS/turns_commits.json" <<'PY'
+  # The driver's own setup writes too: one Register and one CreateConversation each.
+  local setup_writes=$((CONC * 100 + 1))
+  /usr/bin/python3 - "$prompts0" "$prompts1" "$c0" "$c1" "$tps" "$CONC" "$x0" "$x1" \
+    "$setup_writes" >"$RESULTS/turns_commits.json" <<'PY'
 import json, sys
 p0, p1, c0, c1 = (int(x) for x in sys.argv[1:5])
 tps, conc = float(sys.argv[5] or 0), int(sys.argv[6])
+x0, x1, setup = int(sys.argv[7]), int(sys.argv[8]), int(sys.argv[9])
 turns = p1 - p0
-per = (c1 - c0) / turns if turns else 0
-print(json.dumps({"turns": turns, "xact_commits": c1 - c0, "commits_per_turn": round(per, 2),
+per = (c1 - c0 - setup) / turns if turns else 0
+writes = (x1 - x0 - setup) / turns if turns else 0
+print(json.dumps({"turns": turns, "xact_commits": c1 - c0 - setup, "commits_per_turn": round(per, 2),
+                  "writing_transactions_per_turn": round(writes, 2),
                   "pgbench_single_insert_tps": tps, "pgbench_clients": conc,
                   "ceiling_turns_per_s": round(tps / per, 1) if per else 0}, indent=2))
 PY
@@ -129,6 +169,7 @@ streams() {
   rss0=$(rss_kb "$pid")
   "${DRV[@]}" --target=stream --concurrency="$STREAMS" --ramp="$RAMP" --warmup=$((RAMP + 5)) \
     --duration=20 --deadline=$((tokens + RAMP + 120)) --conversations="$STREAMS" \
+    --cpu="$(cpu_spec)" \
     --label="$STREAMS streams, 1 delta/s" --json_out="$RESULTS/streams.json" &
   local drv=$!
   # Sample the agent's RSS once every stream is open (the driver first creates the
@@ -191,7 +232,8 @@ portkey() {
     "${DRV[@]}" --target=http --http_url="http://127.0.0.1:$port/v1/chat/completions" "${pk[@]}" \
       --concurrency="$c" --duration="$DUR" --warmup=3 --label="Portkey, $c" \
       --json_out="$RESULTS/gateway_portkey_c$c.json"
-    "${DRV[@]}" --target=stream --concurrency="$c" --duration="$DUR" --warmup=3 \
+    "${DRV[@]}" --target=stream --concurrency="$c" --duration="$DUR" --warmup=3 "${BOUNDED[@]}" \
+      --conversations=$((c * 100 + 1000)) --cpu="$(cpu_spec)" \
       --label="aichat StreamMessage, $c" --json_out="$RESULTS/gateway_aichat_c$c.json"
   done
   kill "$PORTKEY_PID" 2>/dev/null || true

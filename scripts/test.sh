@@ -27,6 +27,9 @@ cd "$AICHAT_ROOT/build"
 status=0
 ctest --output-on-failure --timeout 600 -j"${AICHAT_TEST_JOBS:-2}" "$@" || status=$?
 
+if [[ $# -eq 0 ]]; then
+  "$AICHAT_ROOT/scripts/check_format.sh" || status=$?  # recently changed C++ files
+fi
 if [[ $# -eq 0 && -x "$AICHAT_ROOT/scripts/fuzz.sh" ]]; then
   log "fuzz smoke"
   "$AICHAT_ROOT/scripts/fuzz.sh" || status=$?

@@ -4,9 +4,9 @@
 // fields (raw bytes through grpc::GenericStub where the stubs would refuse), a
 // slowloris-style client and a client that never reads its stream.
 #include <arpa/inet.h>
-#include <gtest/gtest.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <openssl/hmac.h>
 #include <sys/socket.h>
@@ -14,10 +14,10 @@
 
 #include <chrono>
 #include <condition_variable>
-#include <mutex>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -155,27 +155,32 @@ std::vector<std::pair<std::string, std::function<grpc::Status(const std::string&
 EveryService(user::UserService::Stub& u, conv::ConversationService::Stub& c,
              agent::AiAgentService::Stub& a, usage::UsageService::Stub& us) {
   return {
-      {"user.GetMe", [&](const std::string& t, int64_t act) {
+      {"user.GetMe",
+       [&](const std::string& t, int64_t act) {
          Ctx ctx(t, act);
          user::User r;
          return u.GetMe(&ctx, user::GetMeRequest(), &r);
        }},
-      {"conversation.ListConversations", [&](const std::string& t, int64_t act) {
+      {"conversation.ListConversations",
+       [&](const std::string& t, int64_t act) {
          Ctx ctx(t, act);
          conv::ListConversationsResponse r;
          return c.ListConversations(&ctx, conv::ListConversationsRequest(), &r);
        }},
-      {"agent.ListPrompts", [&](const std::string& t, int64_t act) {
+      {"agent.ListPrompts",
+       [&](const std::string& t, int64_t act) {
          Ctx ctx(t, act);
          agent::ListPromptsResponse r;
          return a.ListPrompts(&ctx, agent::ListPromptsRequest(), &r);
        }},
-      {"agent.ListModels", [&](const std::string& t, int64_t act) {
+      {"agent.ListModels",
+       [&](const std::string& t, int64_t act) {
          Ctx ctx(t, act);
          agent::ListModelsResponse r;
          return a.ListModels(&ctx, agent::ListModelsRequest(), &r);
        }},
-      {"usage.GetBudget", [&](const std::string& t, int64_t act) {
+      {"usage.GetBudget",
+       [&](const std::string& t, int64_t act) {
          Ctx ctx(t, act);
          usage::Budget r;
          return us.GetBudget(&ctx, usage::GetBudgetRequest(), &r);
@@ -212,39 +217,106 @@ TEST_F(Abuse, IdorMatrixUserBOnUserA) {
   };
   const std::string& t = b.token;
   std::vector<Case> not_found = {
-      {"GetConversation", [&] { Ctx ctx(t); conv::GetConversationRequest r; r.set_id(conv_a);
-         conv::Conversation o; return convs_->GetConversation(&ctx, r, &o); }},
-      {"UpdateConversation", [&] { Ctx ctx(t); conv::UpdateConversationRequest r;
-         r.set_id(conv_a); r.set_title("pwned"); conv::Conversation o;
-         return convs_->UpdateConversation(&ctx, r, &o); }},
-      {"DeleteConversation", [&] { Ctx ctx(t); conv::DeleteConversationRequest r;
-         r.set_id(conv_a); conv::DeleteConversationResponse o;
-         return convs_->DeleteConversation(&ctx, r, &o); }},
-      {"AppendMessage", [&] { Ctx ctx(t); conv::AppendMessageRequest r;
-         r.set_conversation_id(conv_a); r.set_role(conv::MESSAGE_ROLE_USER);
-         r.set_content("x"); conv::Message o; return convs_->AppendMessage(&ctx, r, &o); }},
-      {"ListMessages", [&] { Ctx ctx(t); conv::ListMessagesRequest r;
-         r.set_conversation_id(conv_a); conv::ListMessagesResponse o;
-         return convs_->ListMessages(&ctx, r, &o); }},
-      {"GetContext", [&] { Ctx ctx(t); conv::GetContextRequest r;
-         r.set_conversation_id(conv_a); r.set_max_tokens(1000); conv::GetContextResponse o;
-         return convs_->GetContext(&ctx, r, &o); }},
-      {"SendMessage", [&] { Ctx ctx(t); agent::SendMessageRequest r;
-         r.set_conversation_id(conv_a); r.set_content("hi"); agent::TurnResult o;
-         return agents_->SendMessage(&ctx, r, &o); }},
-      {"StreamMessage", [&] { Ctx ctx(t); agent::SendMessageRequest r;
-         r.set_conversation_id(conv_a); r.set_content("hi");
-         auto rd = agents_->StreamMessage(&ctx, r); agent::TurnEvent e;
-         while (rd->Read(&e)) {} return rd->Finish(); }},
-      {"RegenerateResponse", [&] { Ctx ctx(t); agent::RegenerateResponseRequest r;
-         r.set_conversation_id(conv_a); auto rd = agents_->RegenerateResponse(&ctx, r);
-         agent::TurnEvent e; while (rd->Read(&e)) {} return rd->Finish(); }},
-      {"GetPrompt", [&] { Ctx ctx(t); agent::GetPromptRequest r;
-         r.set_prompt_id(turn.prompt_id()); agent::Prompt o;
-         return agents_->GetPrompt(&ctx, r, &o); }},
-      {"RevokeApiKey", [&] { Ctx ctx(t); user::RevokeApiKeyRequest r;
-         r.set_id(key.api_key().id()); user::RevokeApiKeyResponse o;
-         return users_->RevokeApiKey(&ctx, r, &o); }},
+      {"GetConversation",
+       [&] {
+         Ctx ctx(t);
+         conv::GetConversationRequest r;
+         r.set_id(conv_a);
+         conv::Conversation o;
+         return convs_->GetConversation(&ctx, r, &o);
+       }},
+      {"UpdateConversation",
+       [&] {
+         Ctx ctx(t);
+         conv::UpdateConversationRequest r;
+         r.set_id(conv_a);
+         r.set_title("pwned");
+         conv::Conversation o;
+         return convs_->UpdateConversation(&ctx, r, &o);
+       }},
+      {"DeleteConversation",
+       [&] {
+         Ctx ctx(t);
+         conv::DeleteConversationRequest r;
+         r.set_id(conv_a);
+         conv::DeleteConversationResponse o;
+         return convs_->DeleteConversation(&ctx, r, &o);
+       }},
+      {"AppendMessage",
+       [&] {
+         Ctx ctx(t);
+         conv::AppendMessageRequest r;
+         r.set_conversation_id(conv_a);
+         r.set_role(conv::MESSAGE_ROLE_USER);
+         r.set_content("x");
+         conv::Message o;
+         return convs_->AppendMessage(&ctx, r, &o);
+       }},
+      {"ListMessages",
+       [&] {
+         Ctx ctx(t);
+         conv::ListMessagesRequest r;
+         r.set_conversation_id(conv_a);
+         conv::ListMessagesResponse o;
+         return convs_->ListMessages(&ctx, r, &o);
+       }},
+      {"GetContext",
+       [&] {
+         Ctx ctx(t);
+         conv::GetContextRequest r;
+         r.set_conversation_id(conv_a);
+         r.set_max_tokens(1000);
+         conv::GetContextResponse o;
+         return convs_->GetContext(&ctx, r, &o);
+       }},
+      {"SendMessage",
+       [&] {
+         Ctx ctx(t);
+         agent::SendMessageRequest r;
+         r.set_conversation_id(conv_a);
+         r.set_content("hi");
+         agent::TurnResult o;
+         return agents_->SendMessage(&ctx, r, &o);
+       }},
+      {"StreamMessage",
+       [&] {
+         Ctx ctx(t);
+         agent::SendMessageRequest r;
+         r.set_conversation_id(conv_a);
+         r.set_content("hi");
+         auto rd = agents_->StreamMessage(&ctx, r);
+         agent::TurnEvent e;
+         while (rd->Read(&e)) {
+         }
+         return rd->Finish();
+       }},
+      {"RegenerateResponse",
+       [&] {
+         Ctx ctx(t);
+         agent::RegenerateResponseRequest r;
+         r.set_conversation_id(conv_a);
+         auto rd = agents_->RegenerateResponse(&ctx, r);
+         agent::TurnEvent e;
+         while (rd->Read(&e)) {
+         }
+         return rd->Finish();
+       }},
+      {"GetPrompt",
+       [&] {
+         Ctx ctx(t);
+         agent::GetPromptRequest r;
+         r.set_prompt_id(turn.prompt_id());
+         agent::Prompt o;
+         return agents_->GetPrompt(&ctx, r, &o);
+       }},
+      {"RevokeApiKey",
+       [&] {
+         Ctx ctx(t);
+         user::RevokeApiKeyRequest r;
+         r.set_id(key.api_key().id());
+         user::RevokeApiKeyResponse o;
+         return users_->RevokeApiKey(&ctx, r, &o);
+       }},
   };
   for (auto& c : not_found) {
     EXPECT_EQ(c.call().error_code(), StatusCode::NOT_FOUND) << c.name;
@@ -260,53 +332,135 @@ TEST_F(Abuse, IdorMatrixUserBOnUserA) {
   }
   std::vector<Case> denied = {
       // B asking for A's usage, and user on admin RPCs.
-      {"ListUsage(A)", [&] { Ctx ctx(t); usage::ListUsageRequest r; r.set_user_id(a.id);
-         usage::ListUsageResponse o; return usages_->ListUsage(&ctx, r, &o); }},
-      {"GetUsageSummary(A)", [&] { Ctx ctx(t); usage::GetUsageSummaryRequest r;
-         r.set_user_id(a.id); r.set_group_by(usage::GROUP_BY_DAY);
-         usage::GetUsageSummaryResponse o; return usages_->GetUsageSummary(&ctx, r, &o); }},
-      {"GetBudget(A)", [&] { Ctx ctx(t); usage::GetBudgetRequest r; r.set_user_id(a.id);
-         usage::Budget o; return usages_->GetBudget(&ctx, r, &o); }},
-      {"ListUsers", [&] { Ctx ctx(t); user::ListUsersResponse o;
-         return users_->ListUsers(&ctx, user::ListUsersRequest(), &o); }},
-      {"SetUserRole(self admin)", [&] { Ctx ctx(t); user::SetUserRoleRequest r;
-         r.set_user_id(b.id); r.set_role(user::ROLE_ADMIN); user::User o;
-         return users_->SetUserRole(&ctx, r, &o); }},
-      {"SetUserRateLimit", [&] { Ctx ctx(t); user::SetUserRateLimitRequest r;
-         r.set_user_id(b.id); r.set_requests_per_minute(100000); user::User o;
-         return users_->SetUserRateLimit(&ctx, r, &o); }},
-      {"UpsertModel", [&] { Ctx ctx(t); agent::UpsertModelRequest r;
-         r.mutable_model()->set_name("evil"); r.mutable_model()->set_provider_model("x");
+      {"ListUsage(A)",
+       [&] {
+         Ctx ctx(t);
+         usage::ListUsageRequest r;
+         r.set_user_id(a.id);
+         usage::ListUsageResponse o;
+         return usages_->ListUsage(&ctx, r, &o);
+       }},
+      {"GetUsageSummary(A)",
+       [&] {
+         Ctx ctx(t);
+         usage::GetUsageSummaryRequest r;
+         r.set_user_id(a.id);
+         r.set_group_by(usage::GROUP_BY_DAY);
+         usage::GetUsageSummaryResponse o;
+         return usages_->GetUsageSummary(&ctx, r, &o);
+       }},
+      {"GetBudget(A)",
+       [&] {
+         Ctx ctx(t);
+         usage::GetBudgetRequest r;
+         r.set_user_id(a.id);
+         usage::Budget o;
+         return usages_->GetBudget(&ctx, r, &o);
+       }},
+      {"ListUsers",
+       [&] {
+         Ctx ctx(t);
+         user::ListUsersResponse o;
+         return users_->ListUsers(&ctx, user::ListUsersRequest(), &o);
+       }},
+      {"SetUserRole(self admin)",
+       [&] {
+         Ctx ctx(t);
+         user::SetUserRoleRequest r;
+         r.set_user_id(b.id);
+         r.set_role(user::ROLE_ADMIN);
+         user::User o;
+         return users_->SetUserRole(&ctx, r, &o);
+       }},
+      {"SetUserRateLimit",
+       [&] {
+         Ctx ctx(t);
+         user::SetUserRateLimitRequest r;
+         r.set_user_id(b.id);
+         r.set_requests_per_minute(100000);
+         user::User o;
+         return users_->SetUserRateLimit(&ctx, r, &o);
+       }},
+      {"UpsertModel",
+       [&] {
+         Ctx ctx(t);
+         agent::UpsertModelRequest r;
+         r.mutable_model()->set_name("evil");
+         r.mutable_model()->set_provider_model("x");
          r.mutable_model()->set_base_url("https://evil.example/v1");
-         r.mutable_model()->set_context_window(1000); r.mutable_model()->set_max_output_tokens(10);
-         agent::ModelConfig o; return agents_->UpsertModel(&ctx, r, &o); }},
-      {"DeleteModel", [&] { Ctx ctx(t); agent::DeleteModelRequest r; r.set_name("gpt-4o-mini");
-         agent::DeleteModelResponse o; return agents_->DeleteModel(&ctx, r, &o); }},
-      {"SetBudget", [&] { Ctx ctx(t); usage::SetBudgetRequest r; r.set_user_id(b.id);
-         r.set_monthly_limit_nanos(0); usage::Budget o; return usages_->SetBudget(&ctx, r, &o); }},
+         r.mutable_model()->set_context_window(1000);
+         r.mutable_model()->set_max_output_tokens(10);
+         agent::ModelConfig o;
+         return agents_->UpsertModel(&ctx, r, &o);
+       }},
+      {"DeleteModel",
+       [&] {
+         Ctx ctx(t);
+         agent::DeleteModelRequest r;
+         r.set_name("gpt-4o-mini");
+         agent::DeleteModelResponse o;
+         return agents_->DeleteModel(&ctx, r, &o);
+       }},
+      {"SetBudget",
+       [&] {
+         Ctx ctx(t);
+         usage::SetBudgetRequest r;
+         r.set_user_id(b.id);
+         r.set_monthly_limit_nanos(0);
+         usage::Budget o;
+         return usages_->SetBudget(&ctx, r, &o);
+       }},
       // User on service-only RPCs.
-      {"RecordUsage", [&] { Ctx ctx(t); usage::RecordUsageRequest r;
-         auto* e = r.mutable_event(); e->set_event_id("forged-1"); e->set_user_id(a.id);
-         e->set_prompt_id(1); e->set_conversation_id(1); e->set_model("m");
-         e->set_provider_model("m"); e->set_cost_nanos(1);
+      {"RecordUsage",
+       [&] {
+         Ctx ctx(t);
+         usage::RecordUsageRequest r;
+         auto* e = r.mutable_event();
+         e->set_event_id("forged-1");
+         e->set_user_id(a.id);
+         e->set_prompt_id(1);
+         e->set_conversation_id(1);
+         e->set_model("m");
+         e->set_provider_model("m");
+         e->set_cost_nanos(1);
          e->set_outcome(usage::OUTCOME_COMPLETED);
          e->mutable_occurred_at()->set_seconds(absl::ToUnixSeconds(absl::Now()));
-         usage::RecordUsageResponse o; return usages_->RecordUsage(&ctx, r, &o); }},
-      {"ReserveBudget", [&] { Ctx ctx(t); usage::ReserveBudgetRequest r; r.set_user_id(b.id);
-         r.set_event_id("forged-2"); r.set_max_cost_nanos(1); usage::ReserveBudgetResponse o;
-         return usages_->ReserveBudget(&ctx, r, &o); }},
-      {"ReleaseBudget", [&] { Ctx ctx(t); usage::ReleaseBudgetRequest r;
-         r.set_event_id("forged-2"); usage::ReleaseBudgetResponse o;
-         return usages_->ReleaseBudget(&ctx, r, &o); }},
-      {"AppendMessage(ASSISTANT)", [&] { Ctx ctx(t); conv::AppendMessageRequest r;
-         r.set_conversation_id(NewConversation(b)); r.set_role(conv::MESSAGE_ROLE_ASSISTANT);
-         r.set_content("fake answer"); conv::Message o;
-         return convs_->AppendMessage(&ctx, r, &o); }},
+         usage::RecordUsageResponse o;
+         return usages_->RecordUsage(&ctx, r, &o);
+       }},
+      {"ReserveBudget",
+       [&] {
+         Ctx ctx(t);
+         usage::ReserveBudgetRequest r;
+         r.set_user_id(b.id);
+         r.set_event_id("forged-2");
+         r.set_max_cost_nanos(1);
+         usage::ReserveBudgetResponse o;
+         return usages_->ReserveBudget(&ctx, r, &o);
+       }},
+      {"ReleaseBudget",
+       [&] {
+         Ctx ctx(t);
+         usage::ReleaseBudgetRequest r;
+         r.set_event_id("forged-2");
+         usage::ReleaseBudgetResponse o;
+         return usages_->ReleaseBudget(&ctx, r, &o);
+       }},
+      {"AppendMessage(ASSISTANT)",
+       [&] {
+         Ctx ctx(t);
+         conv::AppendMessageRequest r;
+         r.set_conversation_id(NewConversation(b));
+         r.set_role(conv::MESSAGE_ROLE_ASSISTANT);
+         r.set_content("fake answer");
+         conv::Message o;
+         return convs_->AppendMessage(&ctx, r, &o);
+       }},
   };
   for (auto& c : denied) {
     auto st = c.call();
-    EXPECT_EQ(st.error_code(), StatusCode::PERMISSION_DENIED) << c.name << ": "
-                                                              << st.error_message();
+    EXPECT_EQ(st.error_code(), StatusCode::PERMISSION_DENIED)
+        << c.name << ": " << st.error_message();
   }
   // A forged x-aichat-user-id from a user token, on every service.
   for (auto& [name, call] : EveryService(*users_, *convs_, *agents_, *usages_)) {
@@ -328,8 +482,8 @@ TEST_F(Abuse, TokenAttacksOnEveryService) {
   auto parts = std::vector<std::string>(absl::StrSplit(a.token, '.'));
   ASSERT_EQ(parts.size(), 3u);
   int64_t now = absl::ToUnixSeconds(absl::Now());
-  std::string claims = absl::StrCat(R"({"sub":")", a.id, R"(","role":"admin","rpm":20,"iat":)",
-                                    now, R"(,"exp":)", now + 600, R"(,"jti":"x"})");
+  std::string claims = absl::StrCat(R"({"sub":")", a.id, R"(","role":"admin","rpm":20,"iat":)", now,
+                                    R"(,"exp":)", now + 600, R"(,"jti":"x"})");
   std::string pub = KeyFile("AICHAT_JWT_PUBLIC_KEYS");
   pub = pub.substr(0, pub.find(','));
   auto hs256 = [&](const std::string& secret) {
@@ -501,25 +655,30 @@ TEST_F(Abuse, HostileStringsAreRefusedAndNothingIsWritten) {
        [&](auto v) { return cidf + Field(2, "hi") + Field(4, v); }},
       {agent_ch, A + "ListPrompts", a.token, [](auto v) { return Field(3, v); }},
       {agent_ch, A + "DeleteModel", admin_.token, [](auto v) { return Field(1, v); }},
-      {agent_ch, A + "UpsertModel", admin_.token, [](auto v) {
+      {agent_ch, A + "UpsertModel", admin_.token,
+       [](auto v) {
          return Field(1, Field(1, v) + Field(2, "p") + VarintField(8, 1000) + VarintField(9, 10));
        }},
-      {agent_ch, A + "UpsertModel", admin_.token, [](auto v) {
-         return Field(1, Field(1, "hostile-m") + Field(2, v) + VarintField(8, 1000) +
-                             VarintField(9, 10));
+      {agent_ch, A + "UpsertModel", admin_.token,
+       [](auto v) {
+         return Field(
+             1, Field(1, "hostile-m") + Field(2, v) + VarintField(8, 1000) + VarintField(9, 10));
        }},
-      {agent_ch, A + "UpsertModel", admin_.token, [](auto v) {
+      {agent_ch, A + "UpsertModel", admin_.token,
+       [](auto v) {
          return Field(1, Field(1, "hostile-m") + Field(2, "p") + Field(3, v) +
                              VarintField(8, 1000) + VarintField(9, 10));
        }},
-      {agent_ch, A + "UpsertModel", admin_.token, [](auto v) {
+      {agent_ch, A + "UpsertModel", admin_.token,
+       [](auto v) {
          return Field(1, Field(1, "hostile-m") + Field(2, "p") + Field(4, v) +
                              VarintField(8, 1000) + VarintField(9, 10));
        }},
       {user_ch, U + "Register", "", [](auto v) { return Field(1, v) + Field(2, "longenough1"); }},
       {user_ch, U + "Register", "",
        [](auto v) { return Field(1, "hostile-reg@abuse.test") + Field(2, v); }},
-      {user_ch, U + "Register", "", [](auto v) {
+      {user_ch, U + "Register", "",
+       [](auto v) {
          return Field(1, "hostile-reg2@abuse.test") + Field(2, "longenough1") + Field(3, v);
        }},
       {user_ch, U + "Login", "", [](auto v) { return Field(1, v) + Field(2, "whatever12"); }},
@@ -533,16 +692,17 @@ TEST_F(Abuse, HostileStringsAreRefusedAndNothingIsWritten) {
        [&](auto v) { return VarintField(1, a.id) + Field(2, v) + VarintField(3, 1); }},
       {usage_ch, S + "ReleaseBudget", service_token_, [](auto v) { return Field(1, v); }},
       {usage_ch, S + "ListUsage", a.token, [](auto v) { return Field(5, v); }},
-      {usage_ch, S + "RecordUsage", service_token_, [&](auto v) {
+      {usage_ch, S + "RecordUsage", service_token_,
+       [&](auto v) {
          return Field(1, Field(1, v) + VarintField(2, a.id) + VarintField(3, 1) +
                              VarintField(4, 1) + Field(5, "m") + Field(6, "m") +
                              VarintField(15, 1) +
                              Field(16, VarintField(1, absl::ToUnixSeconds(absl::Now()))));
        }},
-      {usage_ch, S + "RecordUsage", service_token_, [&](auto v) {
+      {usage_ch, S + "RecordUsage", service_token_,
+       [&](auto v) {
          return Field(1, Field(1, "hostile-ev") + VarintField(2, a.id) + VarintField(3, 1) +
-                             VarintField(4, 1) + Field(5, v) + Field(6, "m") +
-                             VarintField(15, 1) +
+                             VarintField(4, 1) + Field(5, v) + Field(6, "m") + VarintField(15, 1) +
                              Field(16, VarintField(1, absl::ToUnixSeconds(absl::Now()))));
        }},
   };
@@ -613,13 +773,14 @@ TEST_F(Abuse, DeeplyNestedMessagesAreRefusedCleanly) {
   std::string nested;
   for (int i = 0; i < 20000; ++i) nested += "\x9b\x06";  // field 99, start group (2 bytes)
   Account a = Make(Unique("nest"), "nest-Pa55word-1");
-  for (const char* m : {"/aichat.conversation.v1.ConversationService/CreateConversation",
-                        "/aichat.agent.v1.AiAgentService/ListPrompts",
-                        "/aichat.user.v1.UserService/GetMe", "/aichat.usage.v1.UsageService/ListUsage"}) {
+  for (const char* m :
+       {"/aichat.conversation.v1.ConversationService/CreateConversation",
+        "/aichat.agent.v1.AiAgentService/ListPrompts", "/aichat.user.v1.UserService/GetMe",
+        "/aichat.usage.v1.UsageService/ListUsage"}) {
     std::string addr = std::string(m).find("conversation") != std::string::npos ? "FAULTS_CONV_ADDR"
-                       : std::string(m).find("agent") != std::string::npos ? "FAULTS_AGENT_ADDR"
+                       : std::string(m).find("agent") != std::string::npos   ? "FAULTS_AGENT_ADDR"
                        : std::string(m).find("user.v1") != std::string::npos ? "FAULTS_USER_ADDR"
-                                                                               : "FAULTS_USAGE_ADDR";
+                                                                             : "FAULTS_USAGE_ADDR";
     auto st = Raw(Chan(addr.c_str()), m, a.token, nested);
     EXPECT_NE(st.error_code(), StatusCode::OK) << m;
     EXPECT_NE(st.error_code(), StatusCode::UNAVAILABLE) << m << " crashed?";
