@@ -330,7 +330,14 @@ grpc::ServerUnaryReactor* AgentServiceImpl::ListModels(grpc::CallbackServerConte
     if (!models.ok()) return models.status();
     bool all = req->include_disabled() && caller->is_admin();
     for (const auto& m : *models) {
-      if (m.enabled || all) ToProto(m, resp->add_models());
+      if (!m.enabled && !all) continue;
+      v1::ModelConfig* out = resp->add_models();
+      ToProto(m, out);
+      // Where keys go is the operators' business, not every user's.
+      if (!caller->is_admin()) {
+        out->clear_base_url();
+        out->clear_api_key_env();
+      }
     }
     return absl::OkStatus();
   });
@@ -343,7 +350,9 @@ grpc::ServerUnaryReactor* AgentServiceImpl::UpsertModel(grpc::CallbackServerCont
     auto caller = auth_->Authenticate(*ctx);
     if (!caller.ok()) return caller.status();
     if (auto st = RequireAdmin(*caller); !st.ok()) return st;
-    if (auto st = ValidateModelConfig(req->model()); !st.ok()) return st;
+    if (auto st = ValidateModelConfig(req->model(), deps_->options.provider_policy); !st.ok()) {
+      return st;
+    }
     auto saved = deps_->store->UpsertModel(FromProto(req->model()));
     if (!saved.ok()) return saved.status();
     (void)deps_->models->Load();

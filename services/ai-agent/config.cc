@@ -1,5 +1,8 @@
 #include "services/ai-agent/config.h"
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_split.h"
+
 namespace aichat::agent {
 
 void DeclareSettings(Config& config) {
@@ -33,6 +36,12 @@ void DeclareSettings(Config& config) {
              "How often the usage outbox is scanned for events whose delivery lapsed");
   config.Add("outbox_linger", "AICHAT_OUTBOX_LINGER", "50ms",
              "How long usage events gather before they go to usage as one batch");
+  config.Add("provider_hosts", "AICHAT_PROVIDER_HOSTS", "",
+             "Comma-separated hosts a model's base_url may name (\"*.example.com\" for "
+             "subdomains); empty: any host");
+  config.Add("provider_allow_http", "AICHAT_PROVIDER_ALLOW_HTTP", "false",
+             "Allow http:// base URLs to non-loopback hosts (keys then cross the network in "
+             "clear)");
   config.Add("replica_name", "AICHAT_REPLICA_NAME", "",
              "This replica's name for its lease on running turns (default: host name, process "
              "id and a random suffix)");
@@ -81,6 +90,12 @@ absl::StatusOr<AgentConfig> ReadSettings(const Config& config) {
   if (!linger.ok()) return linger.status();
   c.outbox_linger = *linger;
   c.replica_name = config.Get("replica_name");
+  for (absl::string_view h : absl::StrSplit(config.Get("provider_hosts"), ',', absl::SkipEmpty())) {
+    c.turn.provider_policy.hosts.push_back(absl::AsciiStrToLower(absl::StripAsciiWhitespace(h)));
+  }
+  auto allow_http = config.GetBool("provider_allow_http");
+  if (!allow_http.ok()) return allow_http.status();
+  c.turn.provider_policy.allow_plain_http = *allow_http;
   return c;
 }
 

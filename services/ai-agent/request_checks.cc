@@ -1,5 +1,8 @@
 #include "services/ai-agent/request_checks.h"
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "common/validate.h"
 
 namespace aichat::agent {
@@ -10,7 +13,94 @@ bool IsModelNameChar(char c) {
          c == '_' || c == '.' || c == ':' || c == '/' || c == '@';
 }
 
+bool IsLoopback(std::string_view host) {
+  if (host == "localhost" || host == "::1") return true;
+  if (!host.starts_with("127.")) return false;
+  // An IPv4 address, not a name that starts like one (127.example.com).
+  int dots = 0;
+  for (char c : host) {
+    if (c == '.') {
+      ++dots;
+    } else if (c < '0' || c > '9') {
+      return false;
+    }
+  }
+  return dots == 3;
+}
+
+bool HostAllowed(std::string_view host, const std::vector<std::string>& hosts) {
+  if (hosts.empty()) return true;
+  for (const auto& h : hosts) {
+    if (h.starts_with("*.")) {
+      if (host.ends_with(std::string_view(h).substr(1))) return true;
+    } else if (host == h) {
+      return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
+
+bool IsProviderKeyVariable(std::string_view name) {
+  constexpr std::string_view kPrefix = "AICHAT_PROVIDER_KEY_";
+  if (name == "OPENAI_API_KEY") return true;
+  if (!name.starts_with(kPrefix) || name.size() == kPrefix.size() || name.size() > 100) {
+    return false;
+  }
+  for (char c : name.substr(kPrefix.size())) {
+    if (!((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_')) return false;
+  }
+  return true;
+}
+
+absl::Status CheckProviderUrl(const std::string& field, std::string_view url,
+                              const ProviderPolicy& policy) {
+  std::string_view rest;
+  bool https;
+  if (url.starts_with("https://")) {
+    https = true;
+    rest = url.substr(8);
+  } else if (url.starts_with("http://")) {
+    https = false;
+    rest = url.substr(7);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(field, " must start with https:// or http://"));
+  }
+  std::string_view authority = rest.substr(0, rest.find_first_of("/?#"));
+  if (authority.find('@') != std::string_view::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " must not carry credentials"));
+  }
+  std::string_view host = authority;
+  if (host.starts_with("[")) {
+    size_t close = host.find(']');
+    if (close == std::string_view::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(field, " has an invalid host"));
+    }
+    host = host.substr(1, close - 1);
+  } else if (size_t colon = host.rfind(':'); colon != std::string_view::npos) {
+    int port = 0;
+    std::string_view digits = host.substr(colon + 1);
+    if (!absl::SimpleAtoi(absl::string_view(digits.data(), digits.size()), &port) || port < 1 ||
+        port > 65535) {
+      return absl::InvalidArgumentError(absl::StrCat(field, " has an invalid port"));
+    }
+    host = host.substr(0, colon);
+  }
+  std::string lower = absl::AsciiStrToLower(absl::string_view(host.data(), host.size()));
+  if (lower.empty()) return absl::InvalidArgumentError(absl::StrCat(field, " has no host"));
+  if (!https && !policy.allow_plain_http && !IsLoopback(lower)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field,
+        " may use http:// only for a loopback address (the key would cross the network "
+        "in clear); use https://"));
+  }
+  if (!IsLoopback(lower) && !HostAllowed(lower, policy.hosts)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " names a host that is not among the allowed provider hosts"));
+  }
+  return absl::OkStatus();
+}
 
 absl::Status ValidateTurnRequest(const TurnRequest& r) {
   if (r.conversation_id <= 0) {
@@ -33,7 +123,7 @@ absl::Status ValidateTurnRequest(const TurnRequest& r) {
   return absl::OkStatus();
 }
 
-absl::Status ValidateModelConfig(const v1::ModelConfig& m) {
+absl::Status ValidateModelConfig(const v1::ModelConfig& m, const ProviderPolicy& policy) {
   if (m.name().empty() || m.name().size() > 100) {
     return absl::InvalidArgumentError("model.name must be 1 to 100 characters");
   }
@@ -45,18 +135,14 @@ absl::Status ValidateModelConfig(const v1::ModelConfig& m) {
   if (auto st = CheckText("model.provider_model", m.provider_model(), 200, false); !st.ok()) {
     return st;
   }
-  if (!m.base_url().empty() && m.base_url().rfind("https://", 0) != 0 &&
-      m.base_url().rfind("http://", 0) != 0) {
-    return absl::InvalidArgumentError("model.base_url must start with https:// or http://");
-  }
   if (auto st = CheckText("model.base_url", m.base_url(), 500, false); !st.ok()) return st;
-  for (size_t i = 0; i < m.api_key_env().size(); ++i) {
-    char c = m.api_key_env()[i];
-    bool ok = (c >= 'A' && c <= 'Z') || c == '_' || (i > 0 && c >= '0' && c <= '9');
-    if (!ok || m.api_key_env().size() > 100) {
-      return absl::InvalidArgumentError(
-          "model.api_key_env must be an environment variable name like OPENAI_API_KEY");
-    }
+  if (!m.base_url().empty()) {
+    if (auto st = CheckProviderUrl("model.base_url", m.base_url(), policy); !st.ok()) return st;
+  }
+  if (!m.api_key_env().empty() && !IsProviderKeyVariable(m.api_key_env())) {
+    return absl::InvalidArgumentError(
+        "model.api_key_env must be OPENAI_API_KEY or a variable named AICHAT_PROVIDER_KEY_<NAME> "
+        "(A-Z, 0-9, _)");
   }
   if (m.input_price_micros_per_mtok() < 0 || m.cached_input_price_micros_per_mtok() < 0 ||
       m.output_price_micros_per_mtok() < 0) {

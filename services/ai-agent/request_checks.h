@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -38,7 +40,21 @@ struct TurnRequest {
 // max_output_tokens and temperature.
 absl::Status ValidateTurnRequest(const TurnRequest& request);
 
+// Where the agent may send a provider key (the operator's settings). A model config
+// names a URL and a key variable; an admin must not be able to send any other secret
+// of the agent, or a key to a host of their choosing.
+struct ProviderPolicy {
+  bool allow_plain_http = false;   // http:// to hosts other than loopback
+  std::vector<std::string> hosts;  // empty: any host; "*.example.com" matches subdomains
+};
+
+// OPENAI_API_KEY or AICHAT_PROVIDER_KEY_<A-Z0-9_>: the only variables a key comes from.
+bool IsProviderKeyVariable(std::string_view name);
+// INVALID_ARGUMENT naming `field` unless `url` is an http(s) URL the policy allows.
+absl::Status CheckProviderUrl(const std::string& field, std::string_view url,
+                              const ProviderPolicy& policy);
+
 // INVALID_ARGUMENT naming the field for a configuration an admin must not save.
-absl::Status ValidateModelConfig(const v1::ModelConfig& m);
+absl::Status ValidateModelConfig(const v1::ModelConfig& m, const ProviderPolicy& policy = {});
 
 }  // namespace aichat::agent

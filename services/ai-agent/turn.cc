@@ -146,6 +146,16 @@ absl::Status Turn::BuildContext(TurnContext ctx) {
   auto model = deps_->models->Resolve(req_.model, ctx.model);
   if (!model.ok()) return model.status();
   model_ = *std::move(model);
+  // A row written before the rules, or by hand: the key still goes nowhere else.
+  const ModelRecord& mc = model_.config;
+  if ((!mc.api_key_env.empty() && !IsProviderKeyVariable(mc.api_key_env)) ||
+      (!mc.base_url.empty() &&
+       !CheckProviderUrl("base_url", mc.base_url, deps_->options.provider_policy).ok())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("model ", mc.name,
+                     " names a provider this agent may not send keys to; an "
+                     "admin must correct its base_url or api_key_env"));
+  }
   max_output_ = model_.config.max_output_tokens;
   if (req_.max_output_tokens.has_value()) {
     if (*req_.max_output_tokens > max_output_) {

@@ -61,6 +61,8 @@ struct TurnOptions {
   absl::Duration save_backoff = absl::Milliseconds(100);  // doubles per attempt, to 5 s
   // A new outbox entry belongs to the replica that wrote it for this long.
   absl::Duration outbox_lease = absl::Seconds(30);
+  // Where provider keys may go (checked again at each turn, whatever the database says).
+  ProviderPolicy provider_policy;
   // Looks up an API key by environment variable name; default: getenv.
   std::function<std::string(const std::string&)> api_key;
 };

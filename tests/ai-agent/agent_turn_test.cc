@@ -555,9 +555,21 @@ TEST_F(AgentTurnTest, ModelsAreAdminManagedAndAliasesArePricedAsTheRealModel) {
   v1::ListModelsResponse list;
   ASSERT_TRUE(agent_->ListModels(&lctx, v1::ListModelsRequest(), &list).ok());
   int defaults = 0;
-  for (const auto& m : list.models()) defaults += m.is_default();
+  for (const auto& m : list.models()) {
+    defaults += m.is_default();
+    // Where keys go is shown to admins only.
+    EXPECT_TRUE(m.api_key_env().empty()) << m.name();
+    EXPECT_TRUE(m.base_url().empty()) << m.name();
+  }
   EXPECT_EQ(defaults, 1);
   EXPECT_GE(list.models_size(), 5);
+  {
+    grpc::ClientContext ctx;
+    Authorize(ctx, AdminToken(99));
+    v1::ListModelsResponse admin_list;
+    ASSERT_TRUE(agent_->ListModels(&ctx, v1::ListModelsRequest(), &admin_list).ok());
+    EXPECT_EQ(admin_list.models(0).api_key_env(), "OPENAI_API_KEY");
+  }
 
   v1::UpsertModelRequest up;
   auto* m = up.mutable_model();
@@ -590,6 +602,20 @@ TEST_F(AgentTurnTest, ModelsAreAdminManagedAndAliasesArePricedAsTheRealModel) {
     auto st = agent_->UpsertModel(&ctx, bad, &out);
     EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
     EXPECT_NE(st.error_message().find("api_key_env"), std::string::npos);
+  }
+  // An admin cannot route another secret of the agent, or a key, to a host of their choosing.
+  for (auto [env, url, field] :
+       {std::tuple{"AICHAT_SERVICE_TOKEN", "https://attacker.example/v1", "api_key_env"},
+        std::tuple{"OPENAI_API_KEY", "http://attacker.example/v1", "base_url"}}) {
+    grpc::ClientContext ctx;
+    Authorize(ctx, AdminToken(99));
+    v1::UpsertModelRequest bad = up;
+    bad.mutable_model()->set_api_key_env(env);
+    bad.mutable_model()->set_base_url(url);
+    v1::ModelConfig out;
+    auto st = agent_->UpsertModel(&ctx, bad, &out);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << env;
+    EXPECT_NE(st.error_message().find(field), std::string::npos) << st.error_message();
   }
   int64_t conv = NewConversation(1);
   grpc::ClientContext ctx;

@@ -21,8 +21,8 @@ TEST(ChatChunkTest, ContentDelta) {
 }
 
 TEST(ChatChunkTest, RoleDeltaAndFinishReason) {
-  auto c = DecodeChatChunk(
-      R"({"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]})");
+  auto c =
+      DecodeChatChunk(R"({"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]})");
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(c->content, "");
   auto f = DecodeChatChunk(R"({"choices":[{"delta":{},"finish_reason":"length"}]})");

@@ -1,6 +1,8 @@
 // The HTTPS LLM client against the in-process fake provider over real TLS:
 // streaming, usage, every error class, retries, timeouts, cancellation,
 // pooling, certificate checks and an HTTP CONNECT proxy.
+#include "services/ai-agent/llm/llm_client.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -19,7 +21,6 @@
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "services/ai-agent/llm/llm_client.h"
 #include "tests/fakes/fake_llm_server.h"
 
 namespace aichat::agent {
@@ -93,8 +94,7 @@ class LlmClientTest : public ::testing::Test {
     auto done = std::make_shared<absl::Notification>();
     (client != nullptr ? client : client_.get())
         ->Start(
-            std::move(request),
-            [result](std::string_view d) { result->deltas.emplace_back(d); },
+            std::move(request), [result](std::string_view d) { result->deltas.emplace_back(d); },
             [result, done](LlmOutcome o) {
               result->outcome = std::move(o);
               done->Notify();
@@ -203,10 +203,10 @@ TEST_F(LlmClientTest, ErrorClasses) {
       {"[[fake:status=400]]", absl::StatusCode::kInvalidArgument, LlmErrorKind::kBadRequest, 400,
        1},
       {"[[fake:status=403]]", absl::StatusCode::kUnavailable, LlmErrorKind::kAuth, 403, 1},
-      {"[[fake:status=404]]", absl::StatusCode::kFailedPrecondition,
-       LlmErrorKind::kModelNotFound, 404, 1},
-      {"[[fake:status=429]]", absl::StatusCode::kResourceExhausted, LlmErrorKind::kRateLimited,
-       429, 3},
+      {"[[fake:status=404]]", absl::StatusCode::kFailedPrecondition, LlmErrorKind::kModelNotFound,
+       404, 1},
+      {"[[fake:status=429]]", absl::StatusCode::kResourceExhausted, LlmErrorKind::kRateLimited, 429,
+       3},
       {"[[fake:status=500]]", absl::StatusCode::kUnavailable, LlmErrorKind::kServerError, 500, 3},
       {"[[fake:status=503]]", absl::StatusCode::kUnavailable, LlmErrorKind::kServerError, 503, 3},
       {"[[fake:malformed]]", absl::StatusCode::kUnavailable, LlmErrorKind::kMalformed, 200, 1},
@@ -455,11 +455,12 @@ TEST_F(LlmClientTest, DestroyingTheClientCancelsCallsInFlight) {
   auto client = MakeHttpLlmClient(ClientOptions(fake_->ca_pem()));
   auto done = std::make_shared<absl::Notification>();
   auto outcome = std::make_shared<LlmOutcome>();
-  client->Start(Request("a [[fake:stall_after=1]]"), [](std::string_view) {},
-                [done, outcome](LlmOutcome o) {
-                  *outcome = std::move(o);
-                  done->Notify();
-                });
+  client->Start(
+      Request("a [[fake:stall_after=1]]"), [](std::string_view) {},
+      [done, outcome](LlmOutcome o) {
+        *outcome = std::move(o);
+        done->Notify();
+      });
   ASSERT_TRUE(PollUntil([&] { return fake_->Stats().active_responses == 1; }));
   client.reset();
   ASSERT_TRUE(done->HasBeenNotified());
@@ -471,11 +472,12 @@ TEST_F(LlmClientTest, ManyConcurrentStreams) {
   std::atomic<int> ok{0};
   std::atomic<int> finished{0};
   for (int i = 0; i < kCalls; ++i) {
-    client_->Start(Request("x y [[fake:delay_ms=5 tokens=10]]"), [](std::string_view) {},
-                   [&](LlmOutcome o) {
-                     if (o.status.ok() && o.content == "x y x y x y x y x y") ++ok;
-                     ++finished;
-                   });
+    client_->Start(
+        Request("x y [[fake:delay_ms=5 tokens=10]]"), [](std::string_view) {},
+        [&](LlmOutcome o) {
+          if (o.status.ok() && o.content == "x y x y x y x y x y") ++ok;
+          ++finished;
+        });
   }
   ASSERT_TRUE(PollUntil([&] { return finished.load() == kCalls; }, absl::Seconds(30)));
   EXPECT_EQ(ok.load(), kCalls);

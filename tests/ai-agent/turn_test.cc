@@ -526,6 +526,36 @@ TEST_F(TurnTest, RegenerateWithoutAUserMessageIsRefused) {
   EXPECT_EQ(s->status_.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
 }
 
+TEST_F(TurnTest, AModelNamingAnotherSecretOrHostSendsNothing) {
+  // Rows as an old version, or a hand-edited database, could hold them.
+  ModelRecord exfil = Model("exfil", 1000, 100, false);
+  exfil.api_key_env = "AICHAT_SERVICE_TOKEN";
+  ModelRecord plain = Model("plain", 1000, 100, false);
+  plain.base_url = "http://attacker.example/v1";
+  store_ = std::make_unique<MemoryAgentStore>(std::vector<ModelRecord>{exfil, plain});
+  models_ = std::make_unique<ModelRegistry>(store_.get(), workers_.get(), absl::Hours(1));
+  ASSERT_TRUE(models_->Load().ok());
+  deps_.store = store_.get();
+  deps_.models = models_.get();
+  bool asked_for_secret = false;
+  deps_.options.api_key = [&](const std::string& env) {
+    asked_for_secret |= env == "AICHAT_SERVICE_TOKEN";
+    return std::string("secret");
+  };
+  int64_t conv = conv_.Create(1);
+  for (const char* model : {"exfil", "plain"}) {
+    auto req = Request(conv, "hello");
+    req.model = model;
+    auto s = Run(req);
+    EXPECT_EQ(s->status_.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << model;
+  }
+  Quiesce();
+  EXPECT_TRUE(llm_.requests().empty());
+  EXPECT_FALSE(asked_for_secret);
+  EXPECT_TRUE(Prompts().empty());
+  EXPECT_TRUE(conv_.Messages(conv).empty());
+}
+
 TEST_F(TurnTest, OversizedContentAndAnswerLimitAreInvalidArgument) {
   int64_t conv = conv_.Create(1, "tiny");
   auto s = Run(Request(conv, std::string(400, 'x')));
