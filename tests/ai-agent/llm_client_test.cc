@@ -1,11 +1,7 @@
 // The HTTPS LLM client against the in-process fake provider over real TLS:
 // streaming, usage, every error class, retries, timeouts, cancellation,
 // pooling, certificate checks and an HTTP CONNECT proxy.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
+#include "services/ai-agent/llm/llm_client.h"
 
 #include <atomic>
 #include <memory>
@@ -19,12 +15,13 @@
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "services/ai-agent/llm/llm_client.h"
+#include "tests/fakes/connect_proxy.h"
 #include "tests/fakes/fake_llm_server.h"
 
 namespace aichat::agent {
 namespace {
 
+using ::aichat::fakes::ConnectProxy;
 using ::aichat::fakes::FakeLlmOptions;
 using ::aichat::fakes::FakeLlmServer;
 using ::testing::HasSubstr;
@@ -93,8 +90,7 @@ class LlmClientTest : public ::testing::Test {
     auto done = std::make_shared<absl::Notification>();
     (client != nullptr ? client : client_.get())
         ->Start(
-            std::move(request),
-            [result](std::string_view d) { result->deltas.emplace_back(d); },
+            std::move(request), [result](std::string_view d) { result->deltas.emplace_back(d); },
             [result, done](LlmOutcome o) {
               result->outcome = std::move(o);
               done->Notify();
@@ -203,10 +199,10 @@ TEST_F(LlmClientTest, ErrorClasses) {
       {"[[fake:status=400]]", absl::StatusCode::kInvalidArgument, LlmErrorKind::kBadRequest, 400,
        1},
       {"[[fake:status=403]]", absl::StatusCode::kUnavailable, LlmErrorKind::kAuth, 403, 1},
-      {"[[fake:status=404]]", absl::StatusCode::kFailedPrecondition,
-       LlmErrorKind::kModelNotFound, 404, 1},
-      {"[[fake:status=429]]", absl::StatusCode::kResourceExhausted, LlmErrorKind::kRateLimited,
-       429, 3},
+      {"[[fake:status=404]]", absl::StatusCode::kFailedPrecondition, LlmErrorKind::kModelNotFound,
+       404, 1},
+      {"[[fake:status=429]]", absl::StatusCode::kResourceExhausted, LlmErrorKind::kRateLimited, 429,
+       3},
       {"[[fake:status=500]]", absl::StatusCode::kUnavailable, LlmErrorKind::kServerError, 500, 3},
       {"[[fake:status=503]]", absl::StatusCode::kUnavailable, LlmErrorKind::kServerError, 503, 3},
       {"[[fake:malformed]]", absl::StatusCode::kUnavailable, LlmErrorKind::kMalformed, 200, 1},
@@ -455,11 +451,12 @@ TEST_F(LlmClientTest, DestroyingTheClientCancelsCallsInFlight) {
   auto client = MakeHttpLlmClient(ClientOptions(fake_->ca_pem()));
   auto done = std::make_shared<absl::Notification>();
   auto outcome = std::make_shared<LlmOutcome>();
-  client->Start(Request("a [[fake:stall_after=1]]"), [](std::string_view) {},
-                [done, outcome](LlmOutcome o) {
-                  *outcome = std::move(o);
-                  done->Notify();
-                });
+  client->Start(
+      Request("a [[fake:stall_after=1]]"), [](std::string_view) {},
+      [done, outcome](LlmOutcome o) {
+        *outcome = std::move(o);
+        done->Notify();
+      });
   ASSERT_TRUE(PollUntil([&] { return fake_->Stats().active_responses == 1; }));
   client.reset();
   ASSERT_TRUE(done->HasBeenNotified());
@@ -471,108 +468,56 @@ TEST_F(LlmClientTest, ManyConcurrentStreams) {
   std::atomic<int> ok{0};
   std::atomic<int> finished{0};
   for (int i = 0; i < kCalls; ++i) {
-    client_->Start(Request("x y [[fake:delay_ms=5 tokens=10]]"), [](std::string_view) {},
-                   [&](LlmOutcome o) {
-                     if (o.status.ok() && o.content == "x y x y x y x y x y") ++ok;
-                     ++finished;
-                   });
+    client_->Start(
+        Request("x y [[fake:delay_ms=5 tokens=10]]"), [](std::string_view) {},
+        [&](LlmOutcome o) {
+          if (o.status.ok() && o.content == "x y x y x y x y x y") ++ok;
+          ++finished;
+        });
   }
   ASSERT_TRUE(PollUntil([&] { return finished.load() == kCalls; }, absl::Seconds(30)));
   EXPECT_EQ(ok.load(), kCalls);
 }
 
-// A minimal HTTP CONNECT proxy on a thread: enough to prove the tunnel works.
-class ConnectProxy {
- public:
-  ConnectProxy() {
-    listener_ = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-    listen(listener_, 8);
-    socklen_t len = sizeof addr;
-    getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
-    thread_ = std::thread([this] { Serve(); });
-  }
-  ~ConnectProxy() {
-    shutdown(listener_, SHUT_RDWR);
-    close(listener_);
-    thread_.join();
-  }
-  int port() const { return port_; }
-  std::string first_request_line() {
-    absl::MutexLock lock(&mu_);
-    return first_line_;
-  }
-
- private:
-  void Serve() {
-    int client = accept(listener_, nullptr, nullptr);
-    if (client < 0) {
-      return;
-    }
-    std::string head;
-    char buf[4096];
-    while (head.find("\r\n\r\n") == std::string::npos) {
-      ssize_t n = read(client, buf, sizeof buf);
-      if (n <= 0) {
-        close(client);
-        return;
-      }
-      head.append(buf, n);
-    }
-    {
-      absl::MutexLock lock(&mu_);
-      first_line_ = head.substr(0, head.find("\r\n"));
-    }
-    // "CONNECT 127.0.0.1:PORT HTTP/1.1"
-    std::string target = head.substr(8, head.find(' ', 8) - 8);
-    int port = std::stoi(target.substr(target.rfind(':') + 1));
-    int upstream = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(upstream, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-      close(client);
-      return;
-    }
-    const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
-    (void)!write(client, ok, sizeof ok - 1);
-    pollfd fds[2] = {{client, POLLIN, 0}, {upstream, POLLIN, 0}};
-    for (;;) {
-      if (poll(fds, 2, 10000) <= 0) {
-        break;
-      }
-      int from = (fds[0].revents & (POLLIN | POLLHUP)) ? 0 : 1;
-      ssize_t n = read(fds[from].fd, buf, sizeof buf);
-      if (n <= 0 || write(fds[1 - from].fd, buf, n) != n) {
-        break;
-      }
-    }
-    close(client);
-    close(upstream);
-  }
-
-  int listener_ = -1;
-  int port_ = 0;
-  std::thread thread_;
-  absl::Mutex mu_;
-  std::string first_line_ ABSL_GUARDED_BY(mu_);
-};
-
 TEST_F(LlmClientTest, HttpsThroughAConnectProxy) {
   ConnectProxy proxy;
   HttpLlmClientOptions options = ClientOptions(fake_->ca_pem());
-  options.https_proxy = absl::StrCat("http://127.0.0.1:", proxy.port());
+  options.https_proxy = proxy.url();
   auto client = MakeHttpLlmClient(options);
   Result r = Run(Request("via proxy [[fake:tokens=2]]"), client.get());
   ASSERT_TRUE(r.outcome.status.ok()) << r.outcome.status;
   EXPECT_EQ(r.outcome.content, "via proxy");
-  EXPECT_EQ(proxy.first_request_line(),
+  ASSERT_FALSE(proxy.request_lines().empty());
+  EXPECT_EQ(proxy.request_lines()[0],
             absl::StrCat("CONNECT 127.0.0.1:", fake_->port(), " HTTP/1.1"));
+}
+
+// Bytes a proxy sends after its CONNECT answer come from the proxy, not from the
+// provider (TLS has not even started): read as the response, they would let any
+// proxy on the path forge answers under TLS.
+TEST_F(LlmClientTest, BytesAfterTheConnectAnswerAreRefused) {
+  const std::string forged_body =
+      "data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"created\":1,"
+      "\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":"
+      "\"FORGED\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+  ConnectProxy proxy(
+      {.after_established = absl::StrCat("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                                         "Content-Length: ",
+                                         forged_body.size(), "\r\n\r\n", forged_body)});
+  HttpLlmClientOptions options = ClientOptions(fake_->ca_pem());
+  options.https_proxy = absl::StrCat("http://proxyuser:proxy-S3CRET@127.0.0.1:", proxy.port());
+  auto client = MakeHttpLlmClient(options);
+  Result r = Run(Request("hi"), client.get());
+  EXPECT_EQ(r.outcome.kind, LlmErrorKind::kConnect) << r.outcome.status;
+  EXPECT_EQ(r.outcome.status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(r.outcome.status.message()),
+              HasSubstr(absl::StrCat("proxy 127.0.0.1:", proxy.port())));
+  EXPECT_THAT(std::string(r.outcome.status.message()), Not(HasSubstr("proxy-S3CRET")));
+  EXPECT_THAT(r.outcome.content, Not(HasSubstr("FORGED")));
+  EXPECT_TRUE(r.deltas.empty());
+  EXPECT_FALSE(r.outcome.delivered_any);
+  ExpectNoKey(r.outcome);
+  EXPECT_EQ(fake_->Stats().completion_requests, 0);  // nothing went through the tunnel
 }
 
 TEST_F(LlmClientTest, NoProxyBypassesTheProxy) {

@@ -310,9 +310,12 @@ asio::awaitable<void> HttpCall::Main() {
   if (proxy && !url->tls) {
     target = absl::StrCat("http://", url->HostHeader(), target);  // absolute-form for a proxy
   }
-  ChatRequestBody body_spec{request_.model,        request_.messages,
-                            request_.max_output_tokens, request_.use_max_tokens_param,
-                            request_.temperature,  request_.stream};
+  ChatRequestBody body_spec{request_.model,
+                            request_.messages,
+                            request_.max_output_tokens,
+                            request_.use_max_tokens_param,
+                            request_.temperature,
+                            request_.stream};
   std::string body = EncodeChatRequest(body_spec);
   std::mt19937_64 rng(std::random_device{}());
   std::uniform_real_distribution<double> jitter(0.0, 1.0);
@@ -356,8 +359,7 @@ asio::awaitable<void> HttpCall::Main() {
 }
 
 asio::awaitable<StepError> HttpCall::Attempt(const Url& url, const std::optional<Url>& proxy,
-                                             const std::string& target,
-                                             const std::string& body) {
+                                             const std::string& target, const std::string& body) {
   const HttpLlmClientOptions& options = shared_->options;
   std::string key = absl::StrCat(url.tls ? "https://" : "http://", url.HostPort());
   if (proxy) {
@@ -450,21 +452,33 @@ asio::awaitable<StepError> HttpCall::Connect(const Url& url, const std::optional
       connect.set(http::field::proxy_authorization,
                   absl::StrCat("Basic ", absl::Base64Escape(proxy->user_info)));
     }
+    std::string proxy_name = absl::StrCat("proxy ", proxy->HostPort());  // never its user_info
     co_await http::async_write(tcp_stream, connect, asio::redirect_error(asio::use_awaitable, ec));
     if (ec || cancelled_) {
-      co_return NetError(ec, LlmErrorKind::kConnect, "sending CONNECT to the proxy");
+      co_return NetError(ec, LlmErrorKind::kConnect,
+                         absl::StrCat("sending CONNECT to ", proxy_name));
     }
     http::response_parser<http::empty_body> proxy_response;
     proxy_response.skip(true);  // a 2xx answer to CONNECT has no body
     co_await http::async_read_header(tcp_stream, conn.buffer, proxy_response,
                                      asio::redirect_error(asio::use_awaitable, ec));
     if (ec || cancelled_) {
-      co_return NetError(ec, LlmErrorKind::kConnect, "reading the proxy's CONNECT answer");
+      co_return NetError(ec, LlmErrorKind::kConnect,
+                         absl::StrCat("reading the CONNECT answer of ", proxy_name));
     }
     int status = proxy_response.get().result_int();
     if (status / 100 != 2) {
       co_return StepError{LlmErrorKind::kConnect,
-                          absl::StrCat("proxy refused CONNECT with HTTP ", status)};
+                          absl::StrCat(proxy_name, " refused CONNECT with HTTP ", status)};
+    }
+    // The tunnel carries nothing before our ClientHello: whatever follows the
+    // answer was written by the proxy itself, and left in the buffer it would be
+    // parsed as the provider's response once TLS is up (a forged answer).
+    if (conn.buffer.size() != 0) {
+      co_return StepError{
+          LlmErrorKind::kConnect,
+          absl::StrCat(proxy_name, " sent ", conn.buffer.size(),
+                       " unexpected bytes after its CONNECT answer; tunnel refused")};
     }
   }
 
@@ -491,8 +505,7 @@ asio::awaitable<StepError> HttpCall::Connect(const Url& url, const std::optional
                               X509_verify_cert_error_string(verify));
       }
       co_return StepError{LlmErrorKind::kTls,
-                          absl::StrCat("TLS handshake with ", url.HostPort(), " failed: ",
-                                       detail)};
+                          absl::StrCat("TLS handshake with ", url.HostPort(), " failed: ", detail)};
     }
   }
   co_return StepError{};
@@ -506,8 +519,7 @@ StepError HttpCall::HandleEvent(const SseEvent& event) {
   absl::StatusOr<ChatChunk> chunk = DecodeChatChunk(event.data);
   if (!chunk.ok()) {
     if (std::optional<ProviderError> pe = DecodeProviderError(event.data)) {
-      return {LlmErrorKind::kServerError,
-              absl::StrCat("provider error mid-stream: ", pe->message)};
+      return {LlmErrorKind::kServerError, absl::StrCat("provider error mid-stream: ", pe->message)};
     }
     return {LlmErrorKind::kMalformed, std::string(chunk.status().message())};
   }
@@ -561,9 +573,9 @@ asio::awaitable<StepError> HttpCall::ReadBody(
       if (ec == http::error::partial_message || ec == http::error::end_of_stream ||
           ec == asio::error::eof || ec == ssl::error::stream_truncated ||
           ec == asio::error::connection_reset) {
-        co_return StepError{LlmErrorKind::kTruncated,
-                            absl::StrCat("the provider closed the stream early (", ec.message(),
-                                         ")")};
+        co_return StepError{
+            LlmErrorKind::kTruncated,
+            absl::StrCat("the provider closed the stream early (", ec.message(), ")")};
       }
       co_return NetError(ec, LlmErrorKind::kTruncated, "reading the response");
     }
@@ -662,8 +674,8 @@ asio::awaitable<StepError> HttpCall::Exchange(Stream& stream, Connection& conn,
 
   beast::string_view content_type = head[http::field::content_type];
   bool sse = request_.stream &&
-             !absl::StartsWithIgnoreCase(absl::string_view(content_type.data(), content_type.size()),
-                                         "application/json");
+             !absl::StartsWithIgnoreCase(
+                 absl::string_view(content_type.data(), content_type.size()), "application/json");
   if (!sse) {
     std::string body;
     StepError e = co_await ReadBody(
@@ -787,24 +799,23 @@ class HttpLlmClient : public LlmClient {
       }
       done(std::move(outcome));
     };
-    auto call = std::make_shared<HttpCall>(worker, shared_, std::move(request),
-                                           std::move(on_delta), std::move(finish));
+    auto call = std::make_shared<HttpCall>(worker, shared_, std::move(request), std::move(on_delta),
+                                           std::move(finish));
     {
       absl::MutexLock lock(&mu_);
       calls_[id] = call;
     }
-    asio::co_spawn(worker->ioc(), HttpCall::Run(call),
-                   [call](std::exception_ptr e) {
-                     if (e) {
-                       std::string why = "internal error in the LLM client";
-                       try {
-                         std::rethrow_exception(e);
-                       } catch (const std::exception& ex) {
-                         why = absl::StrCat(why, ": ", ex.what());
-                       }
-                       call->FailIfUnfinished(why);
-                     }
-                   });
+    asio::co_spawn(worker->ioc(), HttpCall::Run(call), [call](std::exception_ptr e) {
+      if (e) {
+        std::string why = "internal error in the LLM client";
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+          why = absl::StrCat(why, ": ", ex.what());
+        }
+        call->FailIfUnfinished(why);
+      }
+    });
     return call;
   }
 
