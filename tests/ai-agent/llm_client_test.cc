@@ -203,6 +203,11 @@ TEST_F(LlmClientTest, ErrorClasses) {
        404, 1},
       {"[[fake:status=429]]", absl::StatusCode::kResourceExhausted, LlmErrorKind::kRateLimited, 429,
        3},
+      // Out of credit is not transient: no retry (by code, or by type alone).
+      {"[[fake:status=429 code=insufficient_quota type=insufficient_quota]]",
+       absl::StatusCode::kResourceExhausted, LlmErrorKind::kRateLimited, 429, 1},
+      {"[[fake:status=429 type=insufficient_quota]]", absl::StatusCode::kResourceExhausted,
+       LlmErrorKind::kRateLimited, 429, 1},
       {"[[fake:status=500]]", absl::StatusCode::kUnavailable, LlmErrorKind::kServerError, 500, 3},
       {"[[fake:status=503]]", absl::StatusCode::kUnavailable, LlmErrorKind::kServerError, 503, 3},
       {"[[fake:malformed]]", absl::StatusCode::kUnavailable, LlmErrorKind::kMalformed, 200, 1},
@@ -219,6 +224,67 @@ TEST_F(LlmClientTest, ErrorClasses) {
     EXPECT_EQ(static_cast<int>(fake_->Requests().size()), c.attempts);
     ExpectNoKey(r.outcome);
   }
+}
+
+TEST_F(LlmClientTest, InsufficientQuotaSaysSo) {
+  Result r = Run(Request("hi [[fake:status=429 code=insufficient_quota]]"));
+  EXPECT_EQ(r.outcome.attempts, 1);
+  EXPECT_EQ(r.outcome.provider_error_code, "insufficient_quota");
+  EXPECT_THAT(std::string(r.outcome.status.message()), HasSubstr("insufficient_quota"));
+}
+
+TEST_F(LlmClientTest, HtmlErrorPageIsSummarisedNotRelayed) {
+  Result r = Run(Request("hi [[fake:status=502 html]]"));
+  EXPECT_EQ(r.outcome.kind, LlmErrorKind::kServerError);
+  EXPECT_EQ(r.outcome.status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(r.outcome.status.message(), "HTTP 502 from the provider (HTML error page)");
+  EXPECT_EQ(r.outcome.attempts, 3);  // a 5xx all the same
+}
+
+TEST_F(LlmClientTest, ErrorEventMidStreamPassesTheProvidersMessageOn) {
+  Result r = Run(Request("a b c d [[fake:error_after=2 message=Upstream_model_overloaded]]"));
+  EXPECT_EQ(r.outcome.kind, LlmErrorKind::kServerError) << r.outcome.status;
+  EXPECT_EQ(r.outcome.status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(r.outcome.status.message()), HasSubstr("Upstream_model_overloaded"));
+  EXPECT_EQ(r.outcome.content, "a b ");
+  EXPECT_EQ(r.outcome.attempts, 1);  // deltas went out: never retried
+
+  // As a named SSE `error` event before any delta: retried, then reported.
+  fake_->Reset();
+  r = Run(Request("a b [[fake:error_after=0 error_event code=server_busy message=Busy_now]]"));
+  EXPECT_EQ(r.outcome.kind, LlmErrorKind::kServerError) << r.outcome.status;
+  EXPECT_THAT(std::string(r.outcome.status.message()), HasSubstr("Busy_now"));
+  EXPECT_EQ(r.outcome.provider_error_code, "server_busy");
+  EXPECT_FALSE(r.outcome.delivered_any);
+  EXPECT_EQ(r.outcome.attempts, 3);
+}
+
+TEST_F(LlmClientTest, KeyIsRedactedBeforeTheErrorBodyIsCut) {
+  // The body shows the key at bytes 187..211; the message keeps the first 200
+  // bytes of a body that is not JSON, so cutting first would keep a fragment.
+  Result r = Run(Request("hi [[fake:status=400 echo_auth=165]]"));
+  EXPECT_EQ(r.outcome.kind, LlmErrorKind::kBadRequest);
+  EXPECT_THAT(std::string(r.outcome.status.message()), HasSubstr("[redacted]"));
+  EXPECT_THAT(std::string(r.outcome.status.message()), Not(HasSubstr("S3CR")));
+  ExpectNoKey(r.outcome);
+}
+
+TEST_F(LlmClientTest, ResponseLargerThanTheCapFails) {
+  HttpLlmClientOptions options = ClientOptions(fake_->ca_pem());
+  options.max_response_bytes = 2048;
+  auto client = MakeHttpLlmClient(options);
+  for (bool stream : {true, false}) {
+    SCOPED_TRACE(stream);
+    CompletionRequest req = Request("word [[fake:tokens=600 split=none]]");
+    req.stream = stream;
+    Result r = Run(std::move(req), client.get());
+    EXPECT_EQ(r.outcome.kind, LlmErrorKind::kMalformed) << r.outcome.status;
+    EXPECT_EQ(r.outcome.status.code(), absl::StatusCode::kUnavailable);
+    EXPECT_THAT(std::string(r.outcome.status.message()), HasSubstr("2048 bytes"));
+    EXPECT_EQ(r.outcome.attempts, 1);
+  }
+  // Under the cap: fine.
+  EXPECT_TRUE(Run(Request("word [[fake:tokens=2]]"), client.get()).outcome.status.ok());
 }
 
 TEST_F(LlmClientTest, TruncatedStreamKeepsPartialTextAndIsNotRetried) {

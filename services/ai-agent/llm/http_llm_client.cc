@@ -154,6 +154,7 @@ class Worker {
 struct StepError {
   LlmErrorKind kind = LlmErrorKind::kNone;
   std::string message;
+  bool permanent = false;  // not retried even if the kind usually is (out of quota)
   bool ok() const { return kind == LlmErrorKind::kNone; }
 };
 
@@ -324,6 +325,7 @@ asio::awaitable<void> HttpCall::Main() {
   for (int attempt = 1;; ++attempt) {
     outcome_.attempts = attempt;
     outcome_.retry_after.reset();
+    outcome_.provider_error_code.clear();
     if (absl::Now() >= request_.deadline) {
       err = {LlmErrorKind::kTimeout, "deadline exceeded before the request was sent"};
       break;
@@ -332,7 +334,7 @@ asio::awaitable<void> HttpCall::Main() {
     if (cancelled_) {
       err = {LlmErrorKind::kCancelled, "cancelled by the caller"};
     }
-    if (err.ok() || !IsRetryable(err.kind) || outcome_.delivered_any ||
+    if (err.ok() || !IsRetryable(err.kind) || err.permanent || outcome_.delivered_any ||
         attempt >= request_.retry.max_attempts) {
       break;
     }
@@ -516,11 +518,19 @@ StepError HttpCall::HandleEvent(const SseEvent& event) {
     saw_done_ = true;
     return {};
   }
+  // An error inside a 200 stream: `data: {"error": {...}}` (OpenAI) or an
+  // `event: error` (others). A chunk never has a top-level "error" key, and
+  // inside a JSON string the quotes would be escaped, so the cheap test holds.
+  if (event.event == "error" || absl::StrContains(event.data, "\"error\"")) {
+    std::optional<ProviderError> pe = DecodeProviderError(event.data);
+    if (pe || event.event == "error") {
+      outcome_.provider_error_code = pe ? pe->code : "";
+      return {LlmErrorKind::kServerError,
+              StreamErrorMessage(event.data, pe ? &*pe : nullptr, request_.api_key)};
+    }
+  }
   absl::StatusOr<ChatChunk> chunk = DecodeChatChunk(event.data);
   if (!chunk.ok()) {
-    if (std::optional<ProviderError> pe = DecodeProviderError(event.data)) {
-      return {LlmErrorKind::kServerError, absl::StrCat("provider error mid-stream: ", pe->message)};
-    }
     return {LlmErrorKind::kMalformed, std::string(chunk.status().message())};
   }
   if (!chunk->model.empty()) {
@@ -541,6 +551,8 @@ asio::awaitable<StepError> HttpCall::ReadBody(
     Stream& stream, Connection& conn, http::response_parser<http::buffer_body>& parser,
     const std::function<StepError(std::string_view)>& sink, std::function<bool()> stop) {
   char buf[kReadChunk];
+  size_t total = 0;
+  const size_t cap = shared_->options.max_response_bytes;
   while (!parser.is_done()) {
     parser.get().body().data = buf;
     parser.get().body().size = sizeof buf;
@@ -552,6 +564,12 @@ asio::awaitable<StepError> HttpCall::ReadBody(
       ec = {};
     }
     size_t n = sizeof buf - parser.get().body().size;
+    total += n;
+    if (total > cap) {
+      co_return StepError{LlmErrorKind::kMalformed,
+                          absl::StrCat("the provider's response is larger than ", cap,
+                                       " bytes (max_response_bytes)")};
+    }
     if (n > 0 && !cancelled_) {
       StepError e = sink(std::string_view(buf, n));
       if (!e.ok()) {
@@ -630,6 +648,7 @@ asio::awaitable<StepError> HttpCall::Exchange(Stream& stream, Connection& conn,
     }
     std::optional<ProviderError> pe = DecodeProviderError(body);
     LlmErrorKind kind = KindForHttpStatus(status, pe ? pe->code : "", pe ? pe->message : "");
+    outcome_.provider_error_code = pe ? pe->code : "";
     absl::Time now = absl::Now();
     auto header = [&](std::string_view name) {
       auto it = head.find(beast::string_view(name.data(), name.size()));
@@ -660,16 +679,16 @@ asio::awaitable<StepError> HttpCall::Exchange(Stream& stream, Connection& conn,
       }
       outcome_.retry_after = ra;
     }
-    std::string message = absl::StrCat("provider returned HTTP ", status);
-    if (pe) {
-      if (!pe->code.empty()) {
-        absl::StrAppend(&message, " (", pe->code, ")");
+    beast::string_view type = head[http::field::content_type];
+    StepError error{kind, ErrorResponseMessage(status, std::string_view(type.data(), type.size()),
+                                               body, pe ? &*pe : nullptr, request_.api_key)};
+    if (pe && status == 429 && IsQuotaExhausted(*pe)) {
+      error.permanent = true;
+      if (outcome_.provider_error_code.empty()) {
+        outcome_.provider_error_code = "insufficient_quota";
       }
-      absl::StrAppend(&message, ": ", pe->message);
-    } else if (!body.empty()) {
-      absl::StrAppend(&message, ": ", absl::CEscape(body.substr(0, 200)));
     }
-    co_return StepError{kind, message};
+    co_return error;
   }
 
   beast::string_view content_type = head[http::field::content_type];
