@@ -3,6 +3,8 @@
 //   aichat-user keygen                  print a new Ed25519 key pair as env lines
 //   aichat-user mint-service-token      print a long-lived role=service token
 //   aichat-user set-role EMAIL ROLE     grant admin (or user) directly in the database
+#include <grpcpp/create_channel.h>
+
 #include <iostream>
 
 #include "absl/time/clock.h"
@@ -71,7 +73,18 @@ int Serve(const UserConfig& cfg) {
   PasswordHasher hasher(cfg.password);
   WorkerPool workers(cfg.common.workers);
   PgUserStore store(pool->get());
-  UserServiceImpl service(&store, &auth, *std::move(signer), &hasher, &workers, cfg.service);
+  HashGate hash_gate(cfg.hash_concurrency);
+  LoginThrottle throttle(cfg.throttle);
+  UserServiceGuards guards{.hash_gate = &hash_gate, .throttle = &throttle};
+  std::unique_ptr<BudgetClient> budgets;
+  if (cfg.service.default_monthly_budget_nanos > 0) {
+    budgets = MakeUsageBudgetClient(
+        grpc::CreateChannel(cfg.usage_addr, grpc::InsecureChannelCredentials()), &*signer);
+    guards.budgets = budgets.get();
+  }
+  TokenSigner service_signer = *signer;
+  UserServiceImpl service(&store, &auth, std::move(service_signer), &hasher, &workers, cfg.service,
+                          guards);
 
   ServiceServer server(ServerOptionsFrom("user", cfg.common));
   (*pool)->ExportMetrics(server.registry());
