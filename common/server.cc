@@ -2,6 +2,9 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/impl/server_builder_option.h>
+#include <grpcpp/impl/server_builder_plugin.h>
+#include <grpcpp/impl/server_initializer.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_builder.h>
 #include <prometheus/exposer.h>
@@ -15,6 +18,37 @@
 #include "common/metrics.h"
 
 namespace aichat {
+namespace {
+
+// Reads the full names of the registered services ("aichat.user.v1.UserService")
+// as the server starts: grpc::Service does not tell them, the initializer does.
+class ServiceNamesPlugin : public grpc::ServerBuilderPlugin {
+ public:
+  explicit ServiceNamesPlugin(std::shared_ptr<std::vector<std::string>> out)
+      : out_(std::move(out)) {}
+  std::string name() override { return "aichat_service_names"; }
+  void InitServer(grpc::ServerInitializer* /*si*/) override {}
+  void Finish(grpc::ServerInitializer* si) override { *out_ = *si->GetServiceList(); }
+  void ChangeArguments(const std::string& /*name*/, void* /*value*/) override {}
+
+ private:
+  std::shared_ptr<std::vector<std::string>> out_;
+};
+
+class ServiceNamesOption : public grpc::ServerBuilderOption {
+ public:
+  explicit ServiceNamesOption(std::shared_ptr<std::vector<std::string>> out)
+      : out_(std::move(out)) {}
+  void UpdateArguments(grpc::ChannelArguments* /*args*/) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    plugins->push_back(std::make_unique<ServiceNamesPlugin>(out_));
+  }
+
+ private:
+  std::shared_ptr<std::vector<std::string>> out_;
+};
+
+}  // namespace
 
 ServiceServer::ServiceServer(ServerOptions options)
     : options_(std::move(options)), registry_(std::make_shared<prometheus::Registry>()) {}
@@ -48,10 +82,19 @@ absl::Status ServiceServer::Start() {
   creators.push_back(MakeMalformedRequestInterceptorFactory());  // first: the others see its status
   creators.push_back(MakeServerInterceptorFactory(metrics));
   builder.experimental().SetInterceptorCreators(std::move(creators));
+  auto service_names = std::make_shared<std::vector<std::string>>();
+  builder.SetOption(std::make_unique<ServiceNamesOption>(service_names));
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port_ == 0) {
     server_.reset();
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.listen));
+  }
+  // Health answers SERVING for "" and for each service by its full name, as
+  // Kubernetes probes with `service:` ask; Shutdown() turns them all NOT_SERVING.
+  if (auto* health = server_->GetHealthCheckService(); health != nullptr) {
+    for (const std::string& service : *service_names) {
+      health->SetServingStatus(service, true);
+    }
   }
   if (!options_.metrics_listen.empty()) {
     try {

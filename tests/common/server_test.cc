@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "aichat/user/v1/user.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "tests/testing/helpers.h"
@@ -79,6 +80,32 @@ TEST(ServerTest, HealthReflectionAndMetrics) {
   grpc::ClientContext after;
   testing::SetDeadline(after, absl::Seconds(2));
   EXPECT_FALSE(health->Check(&after, hreq, &hresp).ok());
+}
+
+// Kubernetes gRPC probes with `service: aichat.user.v1.UserService` ask for the
+// service by its full name; the default health service knows only "" unless told.
+TEST(ServerTest, HealthAnswersForEachServiceByItsFullName) {
+  aichat::user::v1::UserService::CallbackService user_service;
+  ServiceServer server({.name = "user", .listen = "127.0.0.1:0", .metrics_listen = ""});
+  server.AddService(&user_service);
+  ASSERT_TRUE(server.Start().ok());
+  auto health = grpc::health::v1::Health::NewStub(testing::LocalChannel(server.port()));
+  auto check = [&](const std::string& name, grpc::health::v1::HealthCheckResponse* resp) {
+    grpc::ClientContext ctx;
+    testing::SetDeadline(ctx, absl::Seconds(5));
+    grpc::health::v1::HealthCheckRequest req;
+    req.set_service(name);
+    return health->Check(&ctx, req, resp);
+  };
+  for (const char* name : {"", "aichat.user.v1.UserService"}) {
+    grpc::health::v1::HealthCheckResponse resp;
+    grpc::Status st = check(name, &resp);
+    ASSERT_TRUE(st.ok()) << name << ": " << st.error_message();
+    EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING) << name;
+  }
+  grpc::health::v1::HealthCheckResponse resp;
+  EXPECT_EQ(check("aichat.nope.v1.Nope", &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+  server.Shutdown();
 }
 
 TEST(ServerTest, BusyPortIsAClearError) {
