@@ -2,12 +2,10 @@
 
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/create_channel.h>
-#include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
 
 #include <cstdlib>
-#include <fstream>
 #include <iostream>
 #include <limits>
 #include <sstream>
@@ -122,51 +120,14 @@ std::shared_ptr<grpc::Channel> Cli::Channel(const std::string& service) {
   return ch;
 }
 
-std::string Cli::CredentialsPath() const {
-  std::string dir = Env("XDG_CONFIG_HOME", Env("HOME", "/tmp") + "/.config");
-  return dir + "/aichat/credentials";
-}
-
 std::optional<Credentials> Cli::LoadCredentials() const {
-  std::ifstream in(CredentialsPath());
-  if (!in) return std::nullopt;
-  Credentials c;
-  std::string line;
-  while (std::getline(in, line)) {
-    auto eq = line.find('=');
-    if (eq == std::string::npos) continue;
-    std::string k = line.substr(0, eq), v = line.substr(eq + 1);
-    if (k == "access_token") c.access_token = v;
-    if (k == "refresh_token") c.refresh_token = v;
-    if (k == "expires_at") (void)absl::SimpleAtoi(v, &c.expires_at);
-    if (k == "email") c.email = v;
-    if (k == "user_id") (void)absl::SimpleAtoi(v, &c.user_id);
+  auto creds = store_.Load();
+  if (!creds.ok()) {
+    std::cerr << "aichat: " << creds.status().message() << "\n";
+    return std::nullopt;
   }
-  if (c.access_token.empty()) return std::nullopt;
-  return c;
+  return *creds;
 }
-
-bool Cli::SaveCredentials(const Credentials& c) const {
-  std::string path = CredentialsPath();
-  std::string dir = path.substr(0, path.rfind('/'));
-  std::string parent = dir.substr(0, dir.rfind('/'));
-  mkdir(parent.c_str(), 0700);
-  mkdir(dir.c_str(), 0700);
-  std::string tmp = path + ".tmp";
-  {
-    mode_t old = umask(077);
-    std::ofstream out(tmp, std::ios::trunc);
-    umask(old);
-    if (!out) return false;
-    out << "access_token=" << c.access_token << "\nrefresh_token=" << c.refresh_token
-        << "\nexpires_at=" << c.expires_at << "\nemail=" << c.email << "\nuser_id=" << c.user_id
-        << "\n";
-  }
-  chmod(tmp.c_str(), 0600);
-  return std::rename(tmp.c_str(), path.c_str()) == 0;
-}
-
-void Cli::ForgetCredentials() const { std::remove(CredentialsPath().c_str()); }
 
 std::unique_ptr<grpc::ClientContext> Cli::Context(bool auth, absl::Duration deadline) {
   auto ctx = std::make_unique<grpc::ClientContext>();
@@ -189,7 +150,9 @@ std::unique_ptr<grpc::ClientContext> Cli::Context(bool auth, absl::Duration dead
       creds->access_token = resp.access_token();
       creds->refresh_token = resp.refresh_token();
       creds->expires_at = resp.expires_at().seconds();
-      SaveCredentials(*creds);
+      if (auto saved = SaveCredentials(*creds); !saved.ok()) {
+        std::cerr << "aichat: " << saved.message() << "\n";
+      }
     }
   }
   ctx->AddMetadata("authorization", "Bearer " + creds->access_token);

@@ -29,7 +29,8 @@ Admin:     users [list | role USER_ID admin|user | rate USER_ID RPM]
 Global flags: --json (machine-readable output), --server HOST (all services on their default
 ports), --user_addr/--conversation_addr/--agent_addr/--usage_addr HOST:PORT.
 Environment: AICHAT_HOST, AICHAT_USER_ADDR, AICHAT_CONVERSATION_ADDR, AICHAT_AGENT_ADDR,
-AICHAT_USAGE_ADDR. The login is kept in ~/.config/aichat/credentials (mode 0600).
+AICHAT_USAGE_ADDR. The login is kept in ~/.config/aichat/credentials (mode 0600, in a
+directory of its own with mode 0700; a symlink or another user's file there is refused).
 Passwords are read without echo from a terminal, else as one line of standard input.
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 not logged in / not allowed, 4 not found,
