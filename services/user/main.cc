@@ -3,12 +3,11 @@
 //   aichat-user keygen                  print a new Ed25519 key pair as env lines
 //   aichat-user mint-service-token      print a long-lived role=service token
 //   aichat-user set-role EMAIL ROLE     grant admin (or user) directly in the database
-#include <grpcpp/create_channel.h>
-
 #include <iostream>
 
 #include "absl/time/clock.h"
 #include "common/bootstrap.h"
+#include "common/grpc_channel.h"
 #include "common/log.h"
 #include "services/user/config.h"
 #include "services/user/migrations.h"
@@ -78,8 +77,7 @@ int Serve(const UserConfig& cfg) {
   UserServiceGuards guards{.hash_gate = &hash_gate, .throttle = &throttle};
   std::unique_ptr<BudgetClient> budgets;
   if (cfg.service.default_monthly_budget_nanos > 0) {
-    budgets = MakeUsageBudgetClient(
-        grpc::CreateChannel(cfg.usage_addr, grpc::InsecureChannelCredentials()), &*signer);
+    budgets = MakeUsageBudgetClient(MakePeerChannel(cfg.usage_addr, cfg.common.peer), &*signer);
     guards.budgets = budgets.get();
   }
   TokenSigner service_signer = *signer;
