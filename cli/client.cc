@@ -1,7 +1,6 @@
 #include "cli/client.h"
 
 #include <google/protobuf/util/json_util.h>
-#include <grpcpp/create_channel.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -105,6 +104,19 @@ Cli::Cli(std::vector<std::string>& args) {
   if (TakeFlag(args, "conversation_addr", &v)) conversation_addr_ = v;
   if (TakeFlag(args, "agent_addr", &v)) agent_addr_ = v;
   if (TakeFlag(args, "usage_addr", &v)) usage_addr_ = v;
+  // TLS: --tls (system roots), --ca FILE (implies --tls), --cert/--key FILE for mutual TLS.
+  std::string tls_env = Env("AICHAT_TLS", "");
+  tls_.tls = tls_env == "1" || tls_env == "true";
+  tls_.tls_ca_file = Env("AICHAT_TLS_CA", "");
+  tls_.tls_cert_file = Env("AICHAT_TLS_CLIENT_CERT", "");
+  tls_.tls_key_file = Env("AICHAT_TLS_CLIENT_KEY", "");
+  tls_.tls_server_name = Env("AICHAT_TLS_SERVER_NAME", "");
+  if (TakeSwitch(args, "tls")) tls_.tls = true;
+  if (TakeFlag(args, "ca", &v)) tls_.tls_ca_file = v;
+  if (TakeFlag(args, "cert", &v)) tls_.tls_cert_file = v;
+  if (TakeFlag(args, "key", &v)) tls_.tls_key_file = v;
+  if (TakeFlag(args, "tls_server_name", &v)) tls_.tls_server_name = v;
+  if (!tls_.tls_ca_file.empty() || !tls_.tls_cert_file.empty()) tls_.tls = true;
 }
 
 std::shared_ptr<grpc::Channel> Cli::Channel(const std::string& service) {
@@ -115,7 +127,7 @@ std::shared_ptr<grpc::Channel> Cli::Channel(const std::string& service) {
                      : service == "conversation" ? conversation_addr_
                      : service == "ai-agent"     ? agent_addr_
                                                  : usage_addr_;
-  auto ch = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
+  auto ch = MakePeerChannel(addr, tls_);
   channels_.emplace_back(service, ch);
   return ch;
 }
@@ -175,7 +187,8 @@ void Cli::Print(const google::protobuf::Message& m, const std::string& text) con
 int Cli::Fail(const std::string& what, const grpc::Status& status) const {
   std::string msg = status.error_message();
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE &&
-      msg.find("failed to connect") != std::string::npos) {
+      (msg.find("failed to connect") != std::string::npos ||
+       msg.find("connections to all backends failing") != std::string::npos)) {
     msg = "cannot reach the service (is the suite running? scripts/run.sh status)";
   }
   std::cerr << "aichat: " << what << ": " << Words(status.error_code());

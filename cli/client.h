@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "cli/credential_store.h"
+#include "common/grpc_channel.h"
 
 namespace google::protobuf {
 class Message;
@@ -22,8 +23,10 @@ namespace aichat::cli {
 
 class Cli {
  public:
-  // Parses global flags (--json, --server, --user_addr, ...) out of args.
+  // Parses global flags (--json, --server, --user_addr, --tls, --ca, ...) out of args.
   explicit Cli(std::vector<std::string>& args);
+  // INVALID_ARGUMENT when the TLS files given cannot be used.
+  absl::Status CheckTls() const { return CheckPeerChannelOptions(tls_); }
 
   bool json() const { return json_; }
   std::shared_ptr<grpc::Channel> Channel(const std::string& service);  // "user", ...
@@ -53,6 +56,7 @@ class Cli {
   CredentialStore store_{CredentialStore::DefaultDir()};
   std::string host_;
   std::string user_addr_, conversation_addr_, agent_addr_, usage_addr_;
+  PeerChannelOptions tls_;
   std::vector<std::pair<std::string, std::shared_ptr<grpc::Channel>>> channels_;
 };
 
