@@ -1,13 +1,10 @@
 #include "cli/client.h"
 
 #include <google/protobuf/util/json_util.h>
-#include <grpcpp/create_channel.h>
-#include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
 
 #include <cstdlib>
-#include <fstream>
 #include <iostream>
 #include <limits>
 #include <sstream>
@@ -107,6 +104,19 @@ Cli::Cli(std::vector<std::string>& args) {
   if (TakeFlag(args, "conversation_addr", &v)) conversation_addr_ = v;
   if (TakeFlag(args, "agent_addr", &v)) agent_addr_ = v;
   if (TakeFlag(args, "usage_addr", &v)) usage_addr_ = v;
+  // TLS: --tls (system roots), --ca FILE (implies --tls), --cert/--key FILE for mutual TLS.
+  std::string tls_env = Env("AICHAT_TLS", "");
+  tls_.tls = tls_env == "1" || tls_env == "true";
+  tls_.tls_ca_file = Env("AICHAT_TLS_CA", "");
+  tls_.tls_cert_file = Env("AICHAT_TLS_CLIENT_CERT", "");
+  tls_.tls_key_file = Env("AICHAT_TLS_CLIENT_KEY", "");
+  tls_.tls_server_name = Env("AICHAT_TLS_SERVER_NAME", "");
+  if (TakeSwitch(args, "tls")) tls_.tls = true;
+  if (TakeFlag(args, "ca", &v)) tls_.tls_ca_file = v;
+  if (TakeFlag(args, "cert", &v)) tls_.tls_cert_file = v;
+  if (TakeFlag(args, "key", &v)) tls_.tls_key_file = v;
+  if (TakeFlag(args, "tls_server_name", &v)) tls_.tls_server_name = v;
+  if (!tls_.tls_ca_file.empty() || !tls_.tls_cert_file.empty()) tls_.tls = true;
 }
 
 std::shared_ptr<grpc::Channel> Cli::Channel(const std::string& service) {
@@ -117,56 +127,19 @@ std::shared_ptr<grpc::Channel> Cli::Channel(const std::string& service) {
                      : service == "conversation" ? conversation_addr_
                      : service == "ai-agent"     ? agent_addr_
                                                  : usage_addr_;
-  auto ch = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
+  auto ch = MakePeerChannel(addr, tls_);
   channels_.emplace_back(service, ch);
   return ch;
 }
 
-std::string Cli::CredentialsPath() const {
-  std::string dir = Env("XDG_CONFIG_HOME", Env("HOME", "/tmp") + "/.config");
-  return dir + "/aichat/credentials";
-}
-
 std::optional<Credentials> Cli::LoadCredentials() const {
-  std::ifstream in(CredentialsPath());
-  if (!in) return std::nullopt;
-  Credentials c;
-  std::string line;
-  while (std::getline(in, line)) {
-    auto eq = line.find('=');
-    if (eq == std::string::npos) continue;
-    std::string k = line.substr(0, eq), v = line.substr(eq + 1);
-    if (k == "access_token") c.access_token = v;
-    if (k == "refresh_token") c.refresh_token = v;
-    if (k == "expires_at") (void)absl::SimpleAtoi(v, &c.expires_at);
-    if (k == "email") c.email = v;
-    if (k == "user_id") (void)absl::SimpleAtoi(v, &c.user_id);
+  auto creds = store_.Load();
+  if (!creds.ok()) {
+    std::cerr << "aichat: " << creds.status().message() << "\n";
+    return std::nullopt;
   }
-  if (c.access_token.empty()) return std::nullopt;
-  return c;
+  return *creds;
 }
-
-bool Cli::SaveCredentials(const Credentials& c) const {
-  std::string path = CredentialsPath();
-  std::string dir = path.substr(0, path.rfind('/'));
-  std::string parent = dir.substr(0, dir.rfind('/'));
-  mkdir(parent.c_str(), 0700);
-  mkdir(dir.c_str(), 0700);
-  std::string tmp = path + ".tmp";
-  {
-    mode_t old = umask(077);
-    std::ofstream out(tmp, std::ios::trunc);
-    umask(old);
-    if (!out) return false;
-    out << "access_token=" << c.access_token << "\nrefresh_token=" << c.refresh_token
-        << "\nexpires_at=" << c.expires_at << "\nemail=" << c.email << "\nuser_id=" << c.user_id
-        << "\n";
-  }
-  chmod(tmp.c_str(), 0600);
-  return std::rename(tmp.c_str(), path.c_str()) == 0;
-}
-
-void Cli::ForgetCredentials() const { std::remove(CredentialsPath().c_str()); }
 
 std::unique_ptr<grpc::ClientContext> Cli::Context(bool auth, absl::Duration deadline) {
   auto ctx = std::make_unique<grpc::ClientContext>();
@@ -189,7 +162,9 @@ std::unique_ptr<grpc::ClientContext> Cli::Context(bool auth, absl::Duration dead
       creds->access_token = resp.access_token();
       creds->refresh_token = resp.refresh_token();
       creds->expires_at = resp.expires_at().seconds();
-      SaveCredentials(*creds);
+      if (auto saved = SaveCredentials(*creds); !saved.ok()) {
+        std::cerr << "aichat: " << saved.message() << "\n";
+      }
     }
   }
   ctx->AddMetadata("authorization", "Bearer " + creds->access_token);
@@ -212,7 +187,8 @@ void Cli::Print(const google::protobuf::Message& m, const std::string& text) con
 int Cli::Fail(const std::string& what, const grpc::Status& status) const {
   std::string msg = status.error_message();
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE &&
-      msg.find("failed to connect") != std::string::npos) {
+      (msg.find("failed to connect") != std::string::npos ||
+       msg.find("connections to all backends failing") != std::string::npos)) {
     msg = "cannot reach the service (is the suite running? scripts/run.sh status)";
   }
   std::cerr << "aichat: " << what << ": " << Words(status.error_code());

@@ -10,7 +10,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "cli/credential_store.h"
+#include "common/grpc_channel.h"
 
 namespace google::protobuf {
 class Message;
@@ -18,27 +21,22 @@ class Message;
 
 namespace aichat::cli {
 
-struct Credentials {
-  std::string access_token;
-  std::string refresh_token;
-  int64_t expires_at = 0;  // unix seconds
-  std::string email;
-  int64_t user_id = 0;
-};
-
 class Cli {
  public:
-  // Parses global flags (--json, --server, --user_addr, ...) out of args.
+  // Parses global flags (--json, --server, --user_addr, --tls, --ca, ...) out of args.
   explicit Cli(std::vector<std::string>& args);
+  // INVALID_ARGUMENT when the TLS files given cannot be used.
+  absl::Status CheckTls() const { return CheckPeerChannelOptions(tls_); }
 
   bool json() const { return json_; }
   std::shared_ptr<grpc::Channel> Channel(const std::string& service);  // "user", ...
 
-  // ~/.config/aichat/credentials (mode 0600).
-  std::string CredentialsPath() const;
+  // ~/.config/aichat/credentials (mode 0600, in a 0700 directory; see credential_store.h).
+  std::string CredentialsPath() const { return store_.path(); }
+  // nullopt when not logged in, or (after saying why on stderr) when the store is unsafe.
   std::optional<Credentials> LoadCredentials() const;
-  bool SaveCredentials(const Credentials& c) const;
-  void ForgetCredentials() const;
+  absl::Status SaveCredentials(const Credentials& c) const { return store_.Save(c); }
+  absl::Status ForgetCredentials() const { return store_.Forget(); }
 
   // A context with a deadline and, when `auth`, a fresh access token (refreshed
   // with the saved refresh token when it is about to expire). nullptr after
@@ -55,8 +53,10 @@ class Cli {
 
  private:
   bool json_ = false;
+  CredentialStore store_{CredentialStore::DefaultDir()};
   std::string host_;
   std::string user_addr_, conversation_addr_, agent_addr_, usage_addr_;
+  PeerChannelOptions tls_;
   std::vector<std::pair<std::string, std::shared_ptr<grpc::Channel>>> channels_;
 };
 

@@ -61,8 +61,8 @@ int Login(Cli& cli, const Args& args) {
   if (!st.ok()) return cli.Fail("login", st);
   Credentials c{resp.access_token(), resp.refresh_token(), resp.expires_at().seconds(),
                 resp.user().email(), resp.user().id()};
-  if (!cli.SaveCredentials(c)) {
-    std::cerr << "aichat: cannot write " << cli.CredentialsPath() << "\n";
+  if (auto saved = cli.SaveCredentials(c); !saved.ok()) {
+    std::cerr << "aichat: login not saved: " << saved.message() << "\n";
     return kError;
   }
   // The tokens are written to the credentials file only, never to stdout.
@@ -81,7 +81,10 @@ int Logout(Cli& cli, const Args& args) {
     auto st = UserService::NewStub(cli.Channel("user"))->Logout(ctx.get(), req, &resp);
     if (!st.ok() && st.error_code() != grpc::StatusCode::UNAVAILABLE) return cli.Fail("logout", st);
   }
-  cli.ForgetCredentials();
+  if (auto forgot = cli.ForgetCredentials(); !forgot.ok()) {
+    std::cerr << "aichat: " << forgot.message() << "\n";
+    return kError;
+  }
   if (!cli.json()) std::cout << "Logged out.\n";
   return kOk;
 }

@@ -27,9 +27,14 @@ Admin:     users [list | role USER_ID admin|user | rate USER_ID RPM]
            models delete NAME
 
 Global flags: --json (machine-readable output), --server HOST (all services on their default
-ports), --user_addr/--conversation_addr/--agent_addr/--usage_addr HOST:PORT.
+ports), --user_addr/--conversation_addr/--agent_addr/--usage_addr HOST:PORT, --tls (TLS with
+the system roots), --ca FILE (TLS trusting this CA; implies --tls), --cert FILE --key FILE
+(a client certificate, for services that require mutual TLS), --tls_server_name NAME (the
+name to check in the server's certificate, e.g. through a port-forward).
 Environment: AICHAT_HOST, AICHAT_USER_ADDR, AICHAT_CONVERSATION_ADDR, AICHAT_AGENT_ADDR,
-AICHAT_USAGE_ADDR. The login is kept in ~/.config/aichat/credentials (mode 0600).
+AICHAT_USAGE_ADDR, AICHAT_TLS=1, AICHAT_TLS_CA, AICHAT_TLS_CLIENT_CERT, AICHAT_TLS_CLIENT_KEY,
+AICHAT_TLS_SERVER_NAME. The login is kept in ~/.config/aichat/credentials (mode 0600, in a
+directory of its own with mode 0700; a symlink or another user's file there is refused).
 Passwords are read without echo from a terminal, else as one line of standard input.
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 not logged in / not allowed, 4 not found,
@@ -42,6 +47,10 @@ int main(int argc, char** argv) {
   using namespace aichat::cli;
   Args args(argv + 1, argv + argc);
   Cli cli(args);
+  if (auto tls = cli.CheckTls(); !tls.ok()) {
+    std::cerr << "aichat: TLS: " << tls.message() << "\n";
+    return kUsage;
+  }
   if (args.empty() || args[0] == "help" || args[0] == "--help" || args[0] == "-h") {
     std::cout << kHelp;
     return args.empty() ? kUsage : kOk;

@@ -41,7 +41,9 @@ ServerOptions ServerOptionsFrom(std::string name, const CommonSettings& settings
           .listen = settings.listen,
           .metrics_listen = settings.metrics_listen,
           .shutdown_grace = settings.shutdown_grace,
-          .max_message_bytes = settings.max_message_bytes};
+          .max_message_bytes = settings.max_message_bytes,
+          .tls = settings.tls,
+          .health_listen = settings.health_listen};
 }
 
 }  // namespace aichat

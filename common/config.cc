@@ -133,6 +133,20 @@ void AddCommonSettings(Config& config, int default_port, int default_metrics_por
              "On SIGTERM, time allowed for in-flight calls and streams to finish");
   config.Add("max_message_bytes", "AICHAT_MAX_MESSAGE_BYTES", "4194304",
              "Largest gRPC message accepted");
+  config.Add("tls_cert", "AICHAT_TLS_CERT", "",
+             "PEM certificate chain: the gRPC listener speaks TLS (with AICHAT_TLS_KEY); also "
+             "this service's client certificate towards peers when AICHAT_PEER_TLS is on");
+  config.Add("tls_key", "AICHAT_TLS_KEY", "", "PEM private key of AICHAT_TLS_CERT");
+  config.Add("tls_client_ca", "AICHAT_TLS_CLIENT_CA", "",
+             "PEM CA bundle: callers must present a certificate it signed (mutual TLS)");
+  config.Add("health_listen", "AICHAT_HEALTH_LISTEN", "",
+             "Extra plaintext listener serving only grpc.health.v1.Health (for Kubernetes "
+             "probes, which cannot speak TLS); empty: none");
+  config.Add("peer_tls", "AICHAT_PEER_TLS", "false",
+             "Call peer services over TLS, presenting AICHAT_TLS_CERT/KEY when set (mutual TLS)");
+  config.Add("peer_tls_ca", "AICHAT_PEER_TLS_CA", "",
+             "PEM CA bundle that peers' certificates must chain to; default AICHAT_TLS_CLIENT_CA, "
+             "else the system roots");
 }
 
 absl::StatusOr<CommonSettings> ReadCommonSettings(const Config& config) {
@@ -164,6 +178,23 @@ absl::StatusOr<CommonSettings> ReadCommonSettings(const Config& config) {
   auto max_msg = config.GetInt("max_message_bytes", 1024, 64 << 20);
   if (!max_msg.ok()) return max_msg.status();
   s.max_message_bytes = int(*max_msg);
+  s.tls = {.cert_file = config.Get("tls_cert"),
+           .key_file = config.Get("tls_key"),
+           .client_ca_file = config.Get("tls_client_ca")};
+  if (auto creds = MakeServerCredentials(s.tls); !creds.ok()) return creds.status();
+  s.health_listen = config.Get("health_listen");
+  auto peer_tls = config.GetBool("peer_tls");
+  if (!peer_tls.ok()) return peer_tls.status();
+  s.peer.tls = *peer_tls;
+  if (s.peer.tls) {
+    s.peer.tls_ca_file = config.Get("peer_tls_ca");
+    if (s.peer.tls_ca_file.empty()) s.peer.tls_ca_file = s.tls.client_ca_file;
+    s.peer.tls_cert_file = s.tls.cert_file;
+    s.peer.tls_key_file = s.tls.key_file;
+  }
+  if (auto st = CheckPeerChannelOptions(s.peer); !st.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("AICHAT_PEER_TLS: ", st.message()));
+  }
   return s;
 }
 

@@ -10,6 +10,8 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/grpc_channel.h"
+#include "common/tls.h"
 
 namespace aichat {
 
@@ -66,6 +68,9 @@ struct CommonSettings {
   int workers = 8;
   absl::Duration shutdown_grace;
   int max_message_bytes = 4 << 20;
+  ServerTlsFiles tls;         // empty: plaintext
+  std::string health_listen;  // a plaintext health-only listener; empty: none
+  PeerChannelOptions peer;    // how this service dials its peers
 };
 absl::StatusOr<CommonSettings> ReadCommonSettings(const Config& config);
 

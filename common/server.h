@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "common/tls.h"
 
 namespace prometheus {
 class Registry;
@@ -29,6 +30,8 @@ struct ServerOptions {
   std::string metrics_listen;  // empty: no /metrics endpoint
   absl::Duration shutdown_grace = absl::Seconds(30);
   int max_message_bytes = 4 << 20;
+  ServerTlsFiles tls;         // empty: plaintext (see common/tls.h)
+  std::string health_listen;  // plaintext, health only (Kubernetes probes); empty: none
 };
 
 class ServiceServer {
@@ -45,6 +48,7 @@ class ServiceServer {
 
   absl::Status Start();
   int port() const { return port_; }
+  int health_port() const { return health_port_; }
   int metrics_port() const { return metrics_port_; }
 
   // Health goes NOT_SERVING, new calls are refused, in-flight calls have until
@@ -57,7 +61,9 @@ class ServiceServer {
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::vector<grpc::Service*> services_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<grpc::Server> health_server_;  // the plaintext health-only listener
   int port_ = 0;
+  int health_port_ = 0;
   int metrics_port_ = 0;
 };
 

@@ -100,6 +100,8 @@ print("ServiceMonitor (no schema): shape ok")' "$DEPLOY/k8s/optional/servicemoni
       >"$TMP/jwt-secret.yaml"
     "$PY" "$DEPLOY/tools/validate_k8s.py" "$SCHEMAS" "$TMP/jwt-secret.yaml" | tail -n 1 || return 1
   fi
+  "$DEPLOY/k8s/secrets/tls-secrets.sh" aichat "$TMP/tls-ca" >"$TMP/tls-secrets.yaml" 2>/dev/null
+  "$PY" "$DEPLOY/tools/validate_k8s.py" "$SCHEMAS" "$TMP/tls-secrets.yaml" | tail -n 1 || return 1
 }
 if [[ -d "$SCHEMAS" ]]; then
   check "rendered objects validate against the strict schemas in $SCHEMAS" validate

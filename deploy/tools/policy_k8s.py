@@ -7,7 +7,8 @@
   RuntimeDefault, no privilege escalation, all capabilities dropped; plus a read-only root
   filesystem and CPU/memory requests and limits on every container;
 - each aichat service (app.kubernetes.io/component=service): native gRPC startup, readiness
-  and liveness probes on its gRPC port, rolling updates with maxUnavailable 0, and a
+  and liveness probes on its gRPC port (or, when the gRPC port speaks TLS, on its plaintext
+  health-only port named "health"), rolling updates with maxUnavailable 0, and a
   terminationGracePeriodSeconds above preStop sleep + AICHAT_SHUTDOWN_GRACE from its
   ConfigMaps;
 - ai-agent has a HorizontalPodAutoscaler and a PodDisruptionBudget; a default-deny
@@ -19,7 +20,8 @@ import sys
 
 import yaml
 
-OPERATOR_SECRETS = {"aichat-jwt", "aichat-openai", "aichat-database"}
+OPERATOR_SECRETS = {"aichat-jwt", "aichat-openai", "aichat-database", "aichat-user-tls",
+                    "aichat-conversation-tls", "aichat-agent-tls", "aichat-usage-tls"}
 
 
 def seconds(v):
@@ -93,11 +95,17 @@ def main():
                         if g is not None:
                             grace = seconds(g)   # later envFrom sources win
                 if labels.get("app.kubernetes.io/component") == "service":
-                    grpc_port = next((p["containerPort"] for p in c.get("ports", []) if p.get("name") == "grpc"), None)
+                    ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
+                    # Kubelet's gRPC probes speak plaintext only: with TLS on, the probes use
+                    # the health-only listener.
+                    probe_port = ports.get("health", ports.get("grpc"))
                     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                         g = c.get(probe, {}).get("grpc")
-                        if not g or g.get("port") != grpc_port:
-                            errors.append(f"{cw}: {probe} is not a gRPC probe on port {grpc_port}")
+                        if not g or g.get("port") != probe_port:
+                            errors.append(f"{cw}: {probe} is not a gRPC probe on port {probe_port}")
+                    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+                    if "health" in ports and env.get("AICHAT_HEALTH_LISTEN", "").rpartition(":")[2] != str(ports["health"]):
+                        errors.append(f"{cw}: port health is not AICHAT_HEALTH_LISTEN's port")
             if labels.get("app.kubernetes.io/component") == "service":
                 strat = o["spec"].get("strategy", {})
                 if strat.get("rollingUpdate", {}).get("maxUnavailable") != 0:
@@ -113,6 +121,8 @@ def main():
             for v in spec.get("volumes", []):
                 if "configMap" in v and strip_hash(v["configMap"]["name"], configmaps) not in configmaps:
                     errors.append(f"{where}: volume ConfigMap {v['configMap']['name']} missing")
+                if "secret" in v and v["secret"]["secretName"] not in secrets | OPERATOR_SECRETS:
+                    errors.append(f"{where}: volume Secret {v['secret']['secretName']} is neither rendered nor operator-made")
     hpa = [h for h in by_kind.get("HorizontalPodAutoscaler", {}).values() if h["spec"]["scaleTargetRef"]["name"] == "aichat-agent"]
     if not hpa:
         errors.append("no HorizontalPodAutoscaler for aichat-agent")

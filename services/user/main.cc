@@ -7,6 +7,7 @@
 
 #include "absl/time/clock.h"
 #include "common/bootstrap.h"
+#include "common/grpc_channel.h"
 #include "common/log.h"
 #include "services/user/config.h"
 #include "services/user/migrations.h"
@@ -71,7 +72,17 @@ int Serve(const UserConfig& cfg) {
   PasswordHasher hasher(cfg.password);
   WorkerPool workers(cfg.common.workers);
   PgUserStore store(pool->get());
-  UserServiceImpl service(&store, &auth, *std::move(signer), &hasher, &workers, cfg.service);
+  HashGate hash_gate(cfg.hash_concurrency);
+  LoginThrottle throttle(cfg.throttle);
+  UserServiceGuards guards{.hash_gate = &hash_gate, .throttle = &throttle};
+  std::unique_ptr<BudgetClient> budgets;
+  if (cfg.service.default_monthly_budget_nanos > 0) {
+    budgets = MakeUsageBudgetClient(MakePeerChannel(cfg.usage_addr, cfg.common.peer), &*signer);
+    guards.budgets = budgets.get();
+  }
+  TokenSigner service_signer = *signer;
+  UserServiceImpl service(&store, &auth, std::move(service_signer), &hasher, &workers, cfg.service,
+                          guards);
 
   ServiceServer server(ServerOptionsFrom("user", cfg.common));
   (*pool)->ExportMetrics(server.registry());

@@ -3,9 +3,13 @@
 namespace aichat::user {
 namespace {
 
+constexpr char kNextUserId[] = "SELECT nextval(pg_get_serial_sequence('users', 'id'))";
+// $5 = 0 takes the next id of the sequence, as the column default would.
 constexpr char kInsertUser[] =
-    "INSERT INTO users (email, password_hash, display_name, requests_per_minute) "
-    "VALUES ($1, $2, $3, $4) RETURNING id, email, password_hash, display_name, role, "
+    "INSERT INTO users (id, email, password_hash, display_name, requests_per_minute) "
+    "VALUES (CASE WHEN $5::bigint > 0 THEN $5::bigint "
+    "ELSE nextval(pg_get_serial_sequence('users', 'id')) END, $1, $2, $3, $4) "
+    "RETURNING id, email, password_hash, display_name, role, "
     "requests_per_minute, created_at, updated_at";
 constexpr char kUserByEmail[] =
     "SELECT id, email, password_hash, display_name, role, requests_per_minute, created_at, "
@@ -85,8 +89,8 @@ absl::StatusOr<UserRecord> OneUser(absl::StatusOr<PgResult> r) {
 absl::StatusOr<UserRecord> PgUserStore::CreateUser(const std::string& email,
                                                    const std::string& password_hash,
                                                    const std::string& display_name,
-                                                   int32_t requests_per_minute) {
-  auto r = pool_->Exec(kInsertUser, {email, password_hash, display_name, requests_per_minute});
+                                                   int32_t requests_per_minute, int64_t id) {
+  auto r = pool_->Exec(kInsertUser, {email, password_hash, display_name, requests_per_minute, id});
   if (!r.ok()) {
     if (absl::IsAlreadyExists(r.status())) {
       return absl::AlreadyExistsError("an account with this email already exists");
@@ -94,6 +98,12 @@ absl::StatusOr<UserRecord> PgUserStore::CreateUser(const std::string& email,
     return r.status();
   }
   return ReadUser(*r, 0);
+}
+
+absl::StatusOr<int64_t> PgUserStore::NextUserId() {
+  auto r = pool_->Exec(kNextUserId);
+  if (!r.ok()) return r.status();
+  return r->Int(0, 0);
 }
 
 absl::StatusOr<UserRecord> PgUserStore::FindUserByEmail(const std::string& email) {

@@ -10,9 +10,10 @@ class PgUserStore : public UserStore {
  public:
   explicit PgUserStore(PgPool* pool) : pool_(pool) {}
 
+  absl::StatusOr<int64_t> NextUserId() override;
   absl::StatusOr<UserRecord> CreateUser(const std::string& email, const std::string& password_hash,
                                         const std::string& display_name,
-                                        int32_t requests_per_minute) override;
+                                        int32_t requests_per_minute, int64_t id) override;
   absl::StatusOr<UserRecord> FindUserByEmail(const std::string& email) override;
   absl::StatusOr<UserRecord> GetUser(int64_t id) override;
   absl::StatusOr<std::vector<UserRecord>> ListUsers(int64_t after_id, int limit) override;

@@ -3,6 +3,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 #include "common/page_token.h"
 #include "common/proto_time.h"
 #include "common/unary.h"
@@ -51,13 +52,14 @@ void ToProto(const ApiKeyRecord& k, v1::ApiKey* out) {
 
 UserServiceImpl::UserServiceImpl(UserStore* store, const Authenticator* auth, TokenSigner signer,
                                  const PasswordHasher* hasher, WorkerPool* pool,
-                                 UserServiceOptions options)
+                                 UserServiceOptions options, UserServiceGuards guards)
     : store_(store),
       auth_(auth),
       signer_(std::move(signer)),
       hasher_(hasher),
       pool_(pool),
-      options_(options) {}
+      options_(options),
+      guards_(guards) {}
 
 absl::Status UserServiceImpl::IssueTokens(const UserRecord& user, bool with_refresh,
                                           v1::LoginResponse* resp) {
@@ -84,61 +86,183 @@ absl::Status UserServiceImpl::IssueTokens(const UserRecord& user, bool with_refr
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::shared_ptr<HashGate::Permit>> UserServiceImpl::TakeHashPermit() {
+  if (guards_.hash_gate == nullptr) {
+    return nullptr;
+  }
+  std::unique_ptr<HashGate::Permit> permit = guards_.hash_gate->TryAcquire();
+  if (permit == nullptr) {
+    return absl::ResourceExhaustedError(
+        "too many logins and registrations in progress; try again in a moment");
+  }
+  return std::shared_ptr<HashGate::Permit>(std::move(permit));
+}
+
+// Checks run on the gRPC thread (they are cheap), so that a bad request or a
+// refusal never takes a hashing permit or a place in the worker queue.
 grpc::ServerUnaryReactor* UserServiceImpl::Register(grpc::CallbackServerContext* ctx,
                                                     const v1::RegisterRequest* req,
                                                     v1::User* resp) {
-  return RunUnary(ctx, *pool_, [this, req, resp]() -> absl::Status {
-    auto email = NormalizeEmail(req->email());
-    if (!email.ok()) return email.status();
-    if (auto st = CheckPassword(req->password()); !st.ok()) return st;
-    if (auto st = CheckDisplayName(req->display_name()); !st.ok()) return st;
+  auto* reactor = ctx->DefaultReactor();
+  auto email = NormalizeEmail(req->email());
+  absl::Status checked = email.status();
+  if (checked.ok()) checked = CheckPassword(req->password());
+  if (checked.ok()) checked = CheckDisplayName(req->display_name());
+  if (checked.ok() && !options_.registration_open) {
+    // Closed: only an admin creates accounts.
+    auto caller = auth_->Authenticate(*ctx);
+    checked = caller.ok() && caller->is_admin()
+                  ? absl::OkStatus()
+                  : absl::PermissionDeniedError(
+                        "self-registration is closed; ask an administrator for an account");
+  }
+  auto permit = checked.ok() ? TakeHashPermit() : checked;
+  if (!permit.ok()) {
+    reactor->Finish(ToGrpcStatus(permit.status()));
+    return reactor;
+  }
+  absl::Time deadline =
+      std::min(absl::FromChrono(ctx->deadline()), absl::Now() + options_.budget_call_timeout);
+  pool_->Submit([this, ctx, reactor, req, resp, email = *email, permit = *std::move(permit),
+                 deadline]() mutable {
+    if (ctx->IsCancelled()) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "call cancelled"));
+      return;
+    }
     auto hash = hasher_->Hash(req->password());
-    if (!hash.ok()) return hash.status();
-    auto user = store_->CreateUser(*email, *hash, req->display_name(),
-                                   options_.default_requests_per_minute);
-    if (!user.ok()) return user.status();
-    ToProto(*user, resp);
-    return absl::OkStatus();
+    permit.reset();
+    if (!hash.ok()) {
+      reactor->Finish(ToGrpcStatus(hash.status()));
+      return;
+    }
+    if (options_.default_monthly_budget_nanos <= 0 || guards_.budgets == nullptr) {
+      reactor->Finish(ToGrpcStatus(CreateAccount(*req, email, *hash, 0, resp)));
+      return;
+    }
+    // The budget first, under an id taken ahead: an account never exists
+    // without its budget. If the row then fails (a duplicate email), the budget
+    // of an id nobody will ever have is harmless.
+    auto id = store_->NextUserId();
+    if (!id.ok()) {
+      reactor->Finish(ToGrpcStatus(id.status()));
+      return;
+    }
+    guards_.budgets->SetMonthlyBudget(
+        *id, options_.default_monthly_budget_nanos, deadline,
+        [this, reactor, req, resp, email, hash = *hash, id = *id](absl::Status st) {
+          if (!st.ok()) {
+            LogWarn("default budget not set; registration refused",
+                    {{"code", absl::StatusCodeToString(st.code())}});
+            reactor->Finish(ToGrpcStatus(absl::UnavailableError(
+                "cannot set the new account's budget in the usage service; try again")));
+            return;
+          }
+          pool_->Submit([this, reactor, req, resp, email, hash, id] {
+            reactor->Finish(ToGrpcStatus(CreateAccount(*req, email, hash, id, resp)));
+          });
+        });
   });
+  return reactor;
+}
+
+absl::Status UserServiceImpl::CreateAccount(const v1::RegisterRequest& req,
+                                            const std::string& email, const std::string& hash,
+                                            int64_t id, v1::User* resp) {
+  auto user =
+      store_->CreateUser(email, hash, req.display_name(), options_.default_requests_per_minute, id);
+  if (!user.ok()) return user.status();
+  ToProto(*user, resp);
+  return absl::OkStatus();
 }
 
 grpc::ServerUnaryReactor* UserServiceImpl::Login(grpc::CallbackServerContext* ctx,
                                                  const v1::LoginRequest* req,
                                                  v1::LoginResponse* resp) {
-  return RunUnary(ctx, *pool_, [this, req, resp]() -> absl::Status {
-    if (!req->api_key().empty()) {
-      if (!req->email().empty() || !req->password().empty()) {
-        return absl::InvalidArgumentError("api_key login takes no email or password");
-      }
-      if (!absl::StartsWith(req->api_key(), kApiKeyPrefix) || req->api_key().size() > 200) {
-        return absl::UnauthenticatedError("invalid API key");
-      }
-      auto user = store_->UseApiKey(Sha256Hex(req->api_key()));
-      if (absl::IsNotFound(user.status())) return absl::UnauthenticatedError("invalid API key");
-      if (!user.ok()) return user.status();
-      return IssueTokens(*user, /*with_refresh=*/false, resp);
+  std::string address = ClientAddress(ctx->peer());
+  if (!req->api_key().empty()) {
+    return RunUnary(ctx, *pool_, [this, req, resp, address]() -> absl::Status {
+      return ApiKeyLogin(*req, address, resp);
+    });
+  }
+  auto* reactor = ctx->DefaultReactor();
+  absl::Status checked = absl::OkStatus();
+  if (req->email().empty()) checked = absl::InvalidArgumentError("email is required");
+  if (checked.ok() && req->password().empty()) {
+    checked = absl::InvalidArgumentError("password is required");
+  }
+  // The throttle's account key: the normalised email, or nothing for one that
+  // cannot be an account (then the address alone counts the failure).
+  auto email = NormalizeEmail(req->email());
+  std::string account = email.ok() ? *email : "";
+  if (checked.ok() && guards_.throttle != nullptr) {
+    if (absl::Duration wait = guards_.throttle->Wait(account, address);
+        wait > absl::ZeroDuration()) {
+      checked = absl::ResourceExhaustedError(
+          absl::StrCat("too many failed logins; try again in ",
+                       absl::ToInt64Seconds(absl::Ceil(wait, absl::Seconds(1))), "s"));
     }
-    if (req->email().empty()) return absl::InvalidArgumentError("email is required");
-    if (req->password().empty()) return absl::InvalidArgumentError("password is required");
-    if (req->password().size() > kMaxPasswordBytes) {
-      return absl::UnauthenticatedError(kBadCredentials);
+  }
+  auto permit = checked.ok() ? TakeHashPermit() : checked;
+  if (!permit.ok()) {
+    reactor->Finish(ToGrpcStatus(permit.status()));
+    return reactor;
+  }
+  pool_->Submit(
+      [this, ctx, reactor, req, resp, account, address, permit = *std::move(permit)]() mutable {
+        if (ctx->IsCancelled()) {
+          reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "call cancelled"));
+          return;
+        }
+        absl::Status st = PasswordLogin(*req, account, address, resp);
+        permit.reset();
+        reactor->Finish(ToGrpcStatus(st));
+      });
+  return reactor;
+}
+
+absl::Status UserServiceImpl::ApiKeyLogin(const v1::LoginRequest& req, const std::string& address,
+                                          v1::LoginResponse* resp) {
+  if (!req.email().empty() || !req.password().empty()) {
+    return absl::InvalidArgumentError("api_key login takes no email or password");
+  }
+  if (guards_.throttle != nullptr) {
+    if (absl::Duration wait = guards_.throttle->Wait("", address); wait > absl::ZeroDuration()) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("too many failed logins; try again in ",
+                       absl::ToInt64Seconds(absl::Ceil(wait, absl::Seconds(1))), "s"));
     }
-    auto email = NormalizeEmail(req->email());
-    if (!email.ok()) {
-      hasher_->VerifyDummy(req->password());
-      return absl::UnauthenticatedError(kBadCredentials);
-    }
-    auto user = store_->FindUserByEmail(*email);
-    if (absl::IsNotFound(user.status())) {
-      hasher_->VerifyDummy(req->password());
-      return absl::UnauthenticatedError(kBadCredentials);
-    }
-    if (!user.ok()) return user.status();
-    if (!hasher_->Verify(req->password(), user->password_hash)) {
-      return absl::UnauthenticatedError(kBadCredentials);
-    }
-    return IssueTokens(*user, /*with_refresh=*/true, resp);
-  });
+  }
+  auto user = absl::StartsWith(req.api_key(), kApiKeyPrefix) && req.api_key().size() <= 200
+                  ? store_->UseApiKey(Sha256Hex(req.api_key()))
+                  : absl::NotFoundError("not an API key");
+  if (absl::IsNotFound(user.status())) {
+    if (guards_.throttle != nullptr) guards_.throttle->RecordFailure("", address);
+    return absl::UnauthenticatedError("invalid API key");
+  }
+  if (!user.ok()) return user.status();
+  return IssueTokens(*user, /*with_refresh=*/false, resp);
+}
+
+absl::Status UserServiceImpl::PasswordLogin(const v1::LoginRequest& req, const std::string& account,
+                                            const std::string& address, v1::LoginResponse* resp) {
+  auto failed = [&] {
+    if (guards_.throttle != nullptr) guards_.throttle->RecordFailure(account, address);
+    return absl::UnauthenticatedError(kBadCredentials);
+  };
+  if (req.password().size() > kMaxPasswordBytes) return failed();
+  if (account.empty()) {
+    hasher_->VerifyDummy(req.password());
+    return failed();
+  }
+  auto user = store_->FindUserByEmail(account);
+  if (absl::IsNotFound(user.status())) {
+    hasher_->VerifyDummy(req.password());
+    return failed();
+  }
+  if (!user.ok()) return user.status();
+  if (!hasher_->Verify(req.password(), user->password_hash)) return failed();
+  if (guards_.throttle != nullptr) guards_.throttle->RecordSuccess(account);
+  return IssueTokens(*user, /*with_refresh=*/true, resp);
 }
 
 grpc::ServerUnaryReactor* UserServiceImpl::Refresh(grpc::CallbackServerContext* ctx,

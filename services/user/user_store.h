@@ -37,11 +37,14 @@ class UserStore {
  public:
   virtual ~UserStore() = default;
 
-  // ALREADY_EXISTS when the email is taken.
+  // A fresh user id, for an account whose id must be known before it is
+  // created (its default budget is set in the usage service first).
+  virtual absl::StatusOr<int64_t> NextUserId() = 0;
+  // ALREADY_EXISTS when the email is taken. `id` from NextUserId(), or 0 for a new one.
   virtual absl::StatusOr<UserRecord> CreateUser(const std::string& email,
                                                 const std::string& password_hash,
                                                 const std::string& display_name,
-                                                int32_t requests_per_minute) = 0;
+                                                int32_t requests_per_minute, int64_t id) = 0;
   // NOT_FOUND when absent.
   virtual absl::StatusOr<UserRecord> FindUserByEmail(const std::string& email) = 0;
   virtual absl::StatusOr<UserRecord> GetUser(int64_t id) = 0;

@@ -100,6 +100,48 @@ TEST(HttpUtilTest, ErrorMapping) {
   EXPECT_FALSE(IsRetryable(LlmErrorKind::kTls));
 }
 
+TEST(HttpUtilTest, RedactBeforeTruncating) {
+  const std::string key = "sk-live-ABCDEFGH12345";
+  // The key straddles the cut: redacted first, nothing of it survives.
+  std::string text = std::string(10, 'x') + key + " tail";
+  std::string out = RedactAndTruncate(text, key, 15);
+  EXPECT_EQ(out, "xxxxxxxxxx[reda...");
+  EXPECT_EQ(out.find("sk-l"), std::string::npos);
+  // A capped read that ends inside the key: the fragment is redacted too.
+  EXPECT_EQ(RedactAndTruncate("Bearer sk-live-ABC", key, 100), "Bearer [redacted]");
+  EXPECT_EQ(RedactAndTruncate("short", key, 100), "short");
+  // Never a cut inside a UTF-8 character.
+  EXPECT_EQ(RedactAndTruncate("ab\xC3\xA9"
+                              "cd",
+                              "", 3),
+            "ab...");
+}
+
+TEST(HttpUtilTest, ErrorResponseMessages) {
+  const std::string key = "sk-live-ABCDEFGH12345";
+  EXPECT_EQ(
+      ErrorResponseMessage(502, "text/html", "<html><body>Bad gateway</body></html>", nullptr, key),
+      "HTTP 502 from the provider (HTML error page)");
+  EXPECT_EQ(ErrorResponseMessage(503, "", "  <!DOCTYPE html><html>...", nullptr, key),
+            "HTTP 503 from the provider (HTML error page)");
+  ProviderError quota{"You exceeded your current quota", "insufficient_quota",
+                      "insufficient_quota"};
+  EXPECT_EQ(ErrorResponseMessage(429, "application/json", "{}", &quota, key),
+            "provider returned HTTP 429 (insufficient_quota): You exceeded your current quota");
+  ProviderError echo{"Incorrect API key provided: " + key, "invalid_request_error", ""};
+  EXPECT_EQ(ErrorResponseMessage(401, "application/json", "{}", &echo, key),
+            "provider returned HTTP 401: Incorrect API key provided: [redacted]");
+  EXPECT_EQ(ErrorResponseMessage(500, "text/plain", "oops\n", nullptr, key),
+            "provider returned HTTP 500: oops\\n");
+  EXPECT_EQ(StreamErrorMessage("{}", &quota, key),
+            "provider error mid-stream (insufficient_quota): You exceeded your current quota");
+  EXPECT_EQ(StreamErrorMessage("overloaded", nullptr, key),
+            "provider error mid-stream: overloaded");
+  EXPECT_TRUE(IsQuotaExhausted(quota));
+  EXPECT_TRUE(IsQuotaExhausted({"", "insufficient_quota", ""}));
+  EXPECT_FALSE(IsQuotaExhausted({"Rate limit reached", "requests", "rate_limit_exceeded"}));
+}
+
 TEST(HttpUtilTest, RedactAndEstimate) {
   EXPECT_EQ(Redact("key sk-1 and sk-1 again", "sk-1"), "key [redacted] and [redacted] again");
   EXPECT_EQ(Redact("nothing", ""), "nothing");

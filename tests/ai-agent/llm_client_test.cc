@@ -3,12 +3,6 @@
 // pooling, certificate checks and an HTTP CONNECT proxy.
 #include "services/ai-agent/llm/llm_client.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <atomic>
 #include <memory>
 #include <string>
@@ -21,11 +15,13 @@
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/fakes/connect_proxy.h"
 #include "tests/fakes/fake_llm_server.h"
 
 namespace aichat::agent {
 namespace {
 
+using ::aichat::fakes::ConnectProxy;
 using ::aichat::fakes::FakeLlmOptions;
 using ::aichat::fakes::FakeLlmServer;
 using ::testing::HasSubstr;
@@ -207,6 +203,11 @@ TEST_F(LlmClientTest, ErrorClasses) {
        404, 1},
       {"[[fake:status=429]]", absl::StatusCode::kResourceExhausted, LlmErrorKind::kRateLimited, 429,
        3},
+      // Out of credit is not transient: no retry (by code, or by type alone).
+      {"[[fake:status=429 code=insufficient_quota type=insufficient_quota]]",
+       absl::StatusCode::kResourceExhausted, LlmErrorKind::kRateLimited, 429, 1},
+      {"[[fake:status=429 type=insufficient_quota]]", absl::StatusCode::kResourceExhausted,
+       LlmErrorKind::kRateLimited, 429, 1},
       {"[[fake:status=500]]", absl::StatusCode::kUnavailable, LlmErrorKind::kServerError, 500, 3},
       {"[[fake:status=503]]", absl::StatusCode::kUnavailable, LlmErrorKind::kServerError, 503, 3},
       {"[[fake:malformed]]", absl::StatusCode::kUnavailable, LlmErrorKind::kMalformed, 200, 1},
@@ -223,6 +224,67 @@ TEST_F(LlmClientTest, ErrorClasses) {
     EXPECT_EQ(static_cast<int>(fake_->Requests().size()), c.attempts);
     ExpectNoKey(r.outcome);
   }
+}
+
+TEST_F(LlmClientTest, InsufficientQuotaSaysSo) {
+  Result r = Run(Request("hi [[fake:status=429 code=insufficient_quota]]"));
+  EXPECT_EQ(r.outcome.attempts, 1);
+  EXPECT_EQ(r.outcome.provider_error_code, "insufficient_quota");
+  EXPECT_THAT(std::string(r.outcome.status.message()), HasSubstr("insufficient_quota"));
+}
+
+TEST_F(LlmClientTest, HtmlErrorPageIsSummarisedNotRelayed) {
+  Result r = Run(Request("hi [[fake:status=502 html]]"));
+  EXPECT_EQ(r.outcome.kind, LlmErrorKind::kServerError);
+  EXPECT_EQ(r.outcome.status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(r.outcome.status.message(), "HTTP 502 from the provider (HTML error page)");
+  EXPECT_EQ(r.outcome.attempts, 3);  // a 5xx all the same
+}
+
+TEST_F(LlmClientTest, ErrorEventMidStreamPassesTheProvidersMessageOn) {
+  Result r = Run(Request("a b c d [[fake:error_after=2 message=Upstream_model_overloaded]]"));
+  EXPECT_EQ(r.outcome.kind, LlmErrorKind::kServerError) << r.outcome.status;
+  EXPECT_EQ(r.outcome.status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(r.outcome.status.message()), HasSubstr("Upstream_model_overloaded"));
+  EXPECT_EQ(r.outcome.content, "a b ");
+  EXPECT_EQ(r.outcome.attempts, 1);  // deltas went out: never retried
+
+  // As a named SSE `error` event before any delta: retried, then reported.
+  fake_->Reset();
+  r = Run(Request("a b [[fake:error_after=0 error_event code=server_busy message=Busy_now]]"));
+  EXPECT_EQ(r.outcome.kind, LlmErrorKind::kServerError) << r.outcome.status;
+  EXPECT_THAT(std::string(r.outcome.status.message()), HasSubstr("Busy_now"));
+  EXPECT_EQ(r.outcome.provider_error_code, "server_busy");
+  EXPECT_FALSE(r.outcome.delivered_any);
+  EXPECT_EQ(r.outcome.attempts, 3);
+}
+
+TEST_F(LlmClientTest, KeyIsRedactedBeforeTheErrorBodyIsCut) {
+  // The body shows the key at bytes 187..211; the message keeps the first 200
+  // bytes of a body that is not JSON, so cutting first would keep a fragment.
+  Result r = Run(Request("hi [[fake:status=400 echo_auth=165]]"));
+  EXPECT_EQ(r.outcome.kind, LlmErrorKind::kBadRequest);
+  EXPECT_THAT(std::string(r.outcome.status.message()), HasSubstr("[redacted]"));
+  EXPECT_THAT(std::string(r.outcome.status.message()), Not(HasSubstr("S3CR")));
+  ExpectNoKey(r.outcome);
+}
+
+TEST_F(LlmClientTest, ResponseLargerThanTheCapFails) {
+  HttpLlmClientOptions options = ClientOptions(fake_->ca_pem());
+  options.max_response_bytes = 2048;
+  auto client = MakeHttpLlmClient(options);
+  for (bool stream : {true, false}) {
+    SCOPED_TRACE(stream);
+    CompletionRequest req = Request("word [[fake:tokens=600 split=none]]");
+    req.stream = stream;
+    Result r = Run(std::move(req), client.get());
+    EXPECT_EQ(r.outcome.kind, LlmErrorKind::kMalformed) << r.outcome.status;
+    EXPECT_EQ(r.outcome.status.code(), absl::StatusCode::kUnavailable);
+    EXPECT_THAT(std::string(r.outcome.status.message()), HasSubstr("2048 bytes"));
+    EXPECT_EQ(r.outcome.attempts, 1);
+  }
+  // Under the cap: fine.
+  EXPECT_TRUE(Run(Request("word [[fake:tokens=2]]"), client.get()).outcome.status.ok());
 }
 
 TEST_F(LlmClientTest, TruncatedStreamKeepsPartialTextAndIsNotRetried) {
@@ -483,98 +545,45 @@ TEST_F(LlmClientTest, ManyConcurrentStreams) {
   EXPECT_EQ(ok.load(), kCalls);
 }
 
-// A minimal HTTP CONNECT proxy on a thread: enough to prove the tunnel works.
-class ConnectProxy {
- public:
-  ConnectProxy() {
-    listener_ = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-    listen(listener_, 8);
-    socklen_t len = sizeof addr;
-    getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
-    thread_ = std::thread([this] { Serve(); });
-  }
-  ~ConnectProxy() {
-    shutdown(listener_, SHUT_RDWR);
-    close(listener_);
-    thread_.join();
-  }
-  int port() const { return port_; }
-  std::string first_request_line() {
-    absl::MutexLock lock(&mu_);
-    return first_line_;
-  }
-
- private:
-  void Serve() {
-    int client = accept(listener_, nullptr, nullptr);
-    if (client < 0) {
-      return;
-    }
-    std::string head;
-    char buf[4096];
-    while (head.find("\r\n\r\n") == std::string::npos) {
-      ssize_t n = read(client, buf, sizeof buf);
-      if (n <= 0) {
-        close(client);
-        return;
-      }
-      head.append(buf, n);
-    }
-    {
-      absl::MutexLock lock(&mu_);
-      first_line_ = head.substr(0, head.find("\r\n"));
-    }
-    // "CONNECT 127.0.0.1:PORT HTTP/1.1"
-    std::string target = head.substr(8, head.find(' ', 8) - 8);
-    int port = std::stoi(target.substr(target.rfind(':') + 1));
-    int upstream = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(upstream, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-      close(client);
-      return;
-    }
-    const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
-    (void)!write(client, ok, sizeof ok - 1);
-    pollfd fds[2] = {{client, POLLIN, 0}, {upstream, POLLIN, 0}};
-    for (;;) {
-      if (poll(fds, 2, 10000) <= 0) {
-        break;
-      }
-      int from = (fds[0].revents & (POLLIN | POLLHUP)) ? 0 : 1;
-      ssize_t n = read(fds[from].fd, buf, sizeof buf);
-      if (n <= 0 || write(fds[1 - from].fd, buf, n) != n) {
-        break;
-      }
-    }
-    close(client);
-    close(upstream);
-  }
-
-  int listener_ = -1;
-  int port_ = 0;
-  std::thread thread_;
-  absl::Mutex mu_;
-  std::string first_line_ ABSL_GUARDED_BY(mu_);
-};
-
 TEST_F(LlmClientTest, HttpsThroughAConnectProxy) {
   ConnectProxy proxy;
   HttpLlmClientOptions options = ClientOptions(fake_->ca_pem());
-  options.https_proxy = absl::StrCat("http://127.0.0.1:", proxy.port());
+  options.https_proxy = proxy.url();
   auto client = MakeHttpLlmClient(options);
   Result r = Run(Request("via proxy [[fake:tokens=2]]"), client.get());
   ASSERT_TRUE(r.outcome.status.ok()) << r.outcome.status;
   EXPECT_EQ(r.outcome.content, "via proxy");
-  EXPECT_EQ(proxy.first_request_line(),
+  ASSERT_FALSE(proxy.request_lines().empty());
+  EXPECT_EQ(proxy.request_lines()[0],
             absl::StrCat("CONNECT 127.0.0.1:", fake_->port(), " HTTP/1.1"));
+}
+
+// Bytes a proxy sends after its CONNECT answer come from the proxy, not from the
+// provider (TLS has not even started): read as the response, they would let any
+// proxy on the path forge answers under TLS.
+TEST_F(LlmClientTest, BytesAfterTheConnectAnswerAreRefused) {
+  const std::string forged_body =
+      "data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"created\":1,"
+      "\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":"
+      "\"FORGED\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+  ConnectProxy proxy(
+      {.after_established = absl::StrCat("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                                         "Content-Length: ",
+                                         forged_body.size(), "\r\n\r\n", forged_body)});
+  HttpLlmClientOptions options = ClientOptions(fake_->ca_pem());
+  options.https_proxy = absl::StrCat("http://proxyuser:proxy-S3CRET@127.0.0.1:", proxy.port());
+  auto client = MakeHttpLlmClient(options);
+  Result r = Run(Request("hi"), client.get());
+  EXPECT_EQ(r.outcome.kind, LlmErrorKind::kConnect) << r.outcome.status;
+  EXPECT_EQ(r.outcome.status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(r.outcome.status.message()),
+              HasSubstr(absl::StrCat("proxy 127.0.0.1:", proxy.port())));
+  EXPECT_THAT(std::string(r.outcome.status.message()), Not(HasSubstr("proxy-S3CRET")));
+  EXPECT_THAT(r.outcome.content, Not(HasSubstr("FORGED")));
+  EXPECT_TRUE(r.deltas.empty());
+  EXPECT_FALSE(r.outcome.delivered_any);
+  ExpectNoKey(r.outcome);
+  EXPECT_EQ(fake_->Stats().completion_requests, 0);  // nothing went through the tunnel
 }
 
 TEST_F(LlmClientTest, NoProxyBypassesTheProxy) {

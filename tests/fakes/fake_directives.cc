@@ -40,6 +40,16 @@ void ApplyDirective(std::string_view text, FakeBehavior& b) {
       b.status = ToInt(value);
     } else if (key == "code") {
       b.code = value;
+    } else if (key == "type") {
+      b.type = value;
+    } else if (key == "html") {
+      b.html = true;
+    } else if (key == "echo_auth") {
+      b.echo_auth = ToInt(value);
+    } else if (key == "error_after") {
+      b.error_after = ToInt(value);
+    } else if (key == "error_event") {
+      b.error_event = true;
     } else if (key == "message") {
       b.message = value;
     } else if (key == "retry_after") {

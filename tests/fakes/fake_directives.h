@@ -12,7 +12,12 @@ namespace aichat::fakes {
 struct FakeBehavior {
   int status = 0;  // 0: answer normally
   std::string code;
+  std::string type;  // the error's "type"; default by status
   std::string message;
+  bool html = false;     // the error body is an HTML page (a CDN or proxy in front)
+  int echo_auth = -1;    // the error body is text: N filler bytes, then the Authorization header
+  int error_after = -1;  // after N content chunks, an in-stream error event ends the stream
+  bool error_event = false;  // ... sent with an "event: error" line
   std::optional<double> retry_after;
   bool hangup = false;
   int drop_after = -1;

@@ -79,12 +79,18 @@ std::string ErrorBody(std::string_view message, std::string_view type, std::stri
 
 std::string_view DefaultType(int status) {
   switch (status) {
-    case 400: return "invalid_request_error";
-    case 401: return "invalid_request_error";
-    case 403: return "permission_denied";
-    case 404: return "invalid_request_error";
-    case 429: return "requests";
-    default: return status >= 500 ? "server_error" : "invalid_request_error";
+    case 400:
+      return "invalid_request_error";
+    case 401:
+      return "invalid_request_error";
+    case 403:
+      return "permission_denied";
+    case 404:
+      return "invalid_request_error";
+    case 429:
+      return "requests";
+    default:
+      return status >= 500 ? "server_error" : "invalid_request_error";
   }
 }
 
@@ -347,8 +353,8 @@ class FakeLlmServer::Impl {
     }
     if (path != "/v1/chat/completions" && path != "/chat/completions") {
       co_await WriteSimple(s, req, 404,
-                           ErrorBody(absl::StrCat("Unknown request URL: ", path), "invalid_request_error",
-                                     "unknown_url"));
+                           ErrorBody(absl::StrCat("Unknown request URL: ", path),
+                                     "invalid_request_error", "unknown_url"));
       co_return;
     }
     ++completions_;
@@ -357,8 +363,8 @@ class FakeLlmServer::Impl {
     if (auto it = req.find(http::field::authorization); it != req.end()) {
       std::string_view v = it->value();
       presented = v.rfind("Bearer ", 0) == 0 ? std::string(v.substr(7)) : std::string(v);
-      auth_state = options_.api_key.empty() || presented == options_.api_key ? "matched"
-                                                                             : "mismatched";
+      auth_state =
+          options_.api_key.empty() || presented == options_.api_key ? "matched" : "mismatched";
     }
     FakeBehavior b;
     {
@@ -466,8 +472,20 @@ class FakeLlmServer::Impl {
       std::string code = b.code;
       if (code.empty() && b.status == 404) code = "model_not_found";
       if (code.empty() && b.status == 429) code = "rate_limit_exceeded";
-      co_await WriteSimple(s, req, b.status, ErrorBody(message, DefaultType(b.status), code),
-                           std::move(headers));
+      std::string type = b.type.empty() ? std::string(DefaultType(b.status)) : b.type;
+      std::string error_body = ErrorBody(message, type, code);
+      if (b.html) {
+        headers.emplace_back("content-type", "text/html; charset=utf-8");
+        error_body = absl::StrCat(
+            "<!DOCTYPE html>\n<html><head><title>", b.status,
+            " Bad Gateway</title></head>\n<body><h1>Bad Gateway</h1><p>The origin returned an "
+            "invalid response.</p><hr><address>fake-cdn</address></body></html>\n");
+      } else if (b.echo_auth >= 0) {
+        headers.emplace_back("content-type", "text/plain");
+        error_body = absl::StrCat(std::string(static_cast<size_t>(b.echo_auth), 'x'),
+                                  "Authorization: Bearer ", presented, "\n");
+      }
+      co_await WriteSimple(s, req, b.status, std::move(error_body), std::move(headers));
       co_return;
     }
 
@@ -494,13 +512,16 @@ class FakeLlmServer::Impl {
     std::string id = absl::StrCat("chatcmpl-fake", request_no);
     auto usage = [&](int completion) {
       int64_t cached = std::min<int64_t>(b.cached, prompt_tokens);
-      return json::object{{"prompt_tokens", prompt_tokens},
-                          {"completion_tokens", completion},
-                          {"total_tokens", prompt_tokens + completion},
-                          {"prompt_tokens_details", {{"cached_tokens", cached}, {"audio_tokens", 0}}},
-                          {"completion_tokens_details",
-                           {{"reasoning_tokens", 0}, {"audio_tokens", 0},
-                            {"accepted_prediction_tokens", 0}, {"rejected_prediction_tokens", 0}}}};
+      return json::object{
+          {"prompt_tokens", prompt_tokens},
+          {"completion_tokens", completion},
+          {"total_tokens", prompt_tokens + completion},
+          {"prompt_tokens_details", {{"cached_tokens", cached}, {"audio_tokens", 0}}},
+          {"completion_tokens_details",
+           {{"reasoning_tokens", 0},
+            {"audio_tokens", 0},
+            {"accepted_prediction_tokens", 0},
+            {"rejected_prediction_tokens", 0}}}};
     };
     const json::value* stream_v = o.if_contains("stream");
     bool stream = stream_v != nullptr && stream_v->is_bool() && stream_v->as_bool();
@@ -589,8 +610,8 @@ class FakeLlmServer::Impl {
     };
     auto pause = [&]() -> asio::awaitable<bool> {
       if (delay_ms <= 0) co_return true;
-      co_return co_await Sleep(s, std::chrono::steady_clock::now() +
-                                      std::chrono::milliseconds(delay_ms));
+      co_return co_await Sleep(
+          s, std::chrono::steady_clock::now() + std::chrono::milliseconds(delay_ms));
     };
 
     if (split == "awkward" && !co_await write_event(absl::StrCat(": keep-alive", eol, eol))) {
@@ -598,9 +619,8 @@ class FakeLlmServer::Impl {
     }
     // (Events are built outside co_await expressions: g++ 12 mishandles
     // initializer lists that live across a suspension point.)
-    std::string role_event =
-        chunk_json(json::object{{"role", "assistant"}, {"content", ""}, {"refusal", nullptr}},
-                   nullptr);
+    std::string role_event = chunk_json(
+        json::object{{"role", "assistant"}, {"content", ""}, {"refusal", nullptr}}, nullptr);
     if (!co_await write_event(role_event)) {
       co_return;
     }
@@ -608,6 +628,21 @@ class FakeLlmServer::Impl {
     for (int i = 0; i < n; ++i) {
       if (i == b.drop_after || i == b.stall_after) {
         break;
+      }
+      if (i == b.error_after) {
+        std::string error_event = absl::StrCat(
+            b.error_event ? absl::StrCat("event: error", eol) : std::string(), "data: ",
+            ErrorBody(b.message.empty() ? "The server had an error while processing your request."
+                                        : b.message,
+                      b.type.empty() ? "server_error" : b.type, b.code),
+            eol, eol);
+        if (co_await write_event(error_event)) {
+          co_await asio::async_write(s.stream, http::make_chunk_last(), kRedirect(ec));
+        }
+        if (ec || !req.keep_alive()) {
+          s.closing = true;
+        }
+        co_return;
       }
       if (i + 1 == n && b.hold_last) {
         held_.push_back(&s.wait_timer);
@@ -629,9 +664,8 @@ class FakeLlmServer::Impl {
       }
       ++sent;
       if (b.malformed && i == 0) {
-        if (!co_await write_event(absl::StrCat("data: {\"id\":\"", id,
-                                               "\",\"choices\":[{\"delta\":{\"content\":\"x",
-                                               eol, eol))) {
+        if (!co_await write_event(absl::StrCat(
+                "data: {\"id\":\"", id, "\",\"choices\":[{\"delta\":{\"content\":\"x", eol, eol))) {
           co_return;
         }
       }
@@ -646,13 +680,10 @@ class FakeLlmServer::Impl {
       co_return;
     }
     if (include_usage && !b.no_usage) {
-      json::object u{{"id", id},
-                     {"object", "chat.completion.chunk"},
-                     {"created", kCreated},
-                     {"model", model},
-                     {"system_fingerprint", "fp_fake"},
-                     {"choices", json::array{}},
-                     {"usage", usage(n)}};
+      json::object u{
+          {"id", id},         {"object", "chat.completion.chunk"}, {"created", kCreated},
+          {"model", model},   {"system_fingerprint", "fp_fake"},   {"choices", json::array{}},
+          {"usage", usage(n)}};
       if (!co_await write_event(absl::StrCat("data: ", json::serialize(u), eol, eol))) {
         co_return;
       }
@@ -736,7 +767,7 @@ class FakeLlmServer::Impl {
   std::atomic<int64_t> completions_{0};
   std::atomic<int64_t> active_{0};
   std::atomic<int64_t> held_count_{0};
-  std::list<asio::steady_timer*> held_;  // I/O thread only
+  std::list<asio::steady_timer*> held_;              // I/O thread only
   std::list<std::weak_ptr<SessionState>> sessions_;  // I/O thread only
   mutable absl::Mutex mu_;
   std::deque<std::string> script_ ABSL_GUARDED_BY(mu_);

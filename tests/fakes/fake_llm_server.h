@@ -22,8 +22,14 @@
 //
 // Per-request behaviour, from a directive in the LAST user message
 // (`[[fake:status=429 retry_after=1]]`) or queued with Script():
-//   status=N [code=C] [message=M] [retry_after=S]  error response (429 also
-//                     sends x-ratelimit-* headers)
+//   status=N [code=C] [type=T] [message=M] [retry_after=S]  error response (429
+//                     also sends x-ratelimit-* headers)
+//   status=N html     the error body is an HTML page (text/html), as a CDN sends
+//   status=N echo_auth=K  the error body is text: K filler bytes, then the
+//                     request's Authorization header (a debugging gateway)
+//   error_after=N [error_event] [code=C] [message=M]  after N content chunks,
+//                     `data: {"error":{...}}` (with `event: error` if asked)
+//                     ends the stream, without [DONE]
 //   hangup            close the connection without answering
 //   drop_after=N      close the connection after N content chunks
 //   stall_after=N     stop writing after N content chunks (until disconnect)
@@ -60,8 +66,8 @@ struct FakeLlmOptions {
   std::string split = "awkward";  // none | awkward | bytes
   bool crlf = false;
   int first_token_delay_ms = 0;
-  int delay_ms = 0;               // between chunks
-  double tokens_per_second = 0;   // > 0: sets the delay between chunks
+  int delay_ms = 0;              // between chunks
+  double tokens_per_second = 0;  // > 0: sets the delay between chunks
 };
 
 struct FakeLlmStats {
@@ -69,16 +75,16 @@ struct FakeLlmStats {
   int64_t disconnects_mid_stream = 0;  // the client went away while we were answering
   int64_t completion_requests = 0;
   int64_t active_responses = 0;
-  int64_t held = 0;                    // responses waiting for Release()
+  int64_t held = 0;  // responses waiting for Release()
 };
 
 struct RecordedRequest {
   std::string method;
   std::string path;
   std::vector<std::pair<std::string, std::string>> headers;  // without Authorization
-  std::string authorization;  // "matched", "mismatched" or "absent"
+  std::string authorization;                                 // "matched", "mismatched" or "absent"
   std::string body;
-  int64_t connection = 0;     // which TCP connection carried it (1-based)
+  int64_t connection = 0;  // which TCP connection carried it (1-based)
 };
 
 class FakeLlmServer {
@@ -87,7 +93,7 @@ class FakeLlmServer {
   ~FakeLlmServer();
 
   int port() const;
-  std::string base_url() const;  // "https://127.0.0.1:PORT/v1"
+  std::string base_url() const;       // "https://127.0.0.1:PORT/v1"
   const std::string& ca_pem() const;  // empty for plain HTTP
 
   void Script(std::vector<std::string> directives);  // one per coming request

@@ -90,11 +90,10 @@ absl::StatusOr<TestCertificate> MakeTestCertificate(const std::vector<std::strin
   if (!ca_key || !key) {
     return OpenSslError("EVP_PKEY_Q_keygen");
   }
-  absl::StatusOr<X509Ptr> ca =
-      MakeCert(ca_key.get(), "aichat test CA", nullptr, nullptr,
-               {{NID_basic_constraints, "critical,CA:TRUE"},
-                {NID_key_usage, "critical,keyCertSign,cRLSign"},
-                {NID_subject_key_identifier, "hash"}});
+  absl::StatusOr<X509Ptr> ca = MakeCert(ca_key.get(), "aichat test CA", nullptr, nullptr,
+                                        {{NID_basic_constraints, "critical,CA:TRUE"},
+                                         {NID_key_usage, "critical,keyCertSign,cRLSign"},
+                                         {NID_subject_key_identifier, "hash"}});
   if (!ca.ok()) {
     return ca.status();
   }
@@ -105,12 +104,13 @@ absl::StatusOr<TestCertificate> MakeTestCertificate(const std::vector<std::strin
   for (const std::string& ip : ip_addresses) {
     sans.push_back(absl::StrCat("IP:", ip));
   }
-  std::string cn = !dns_names.empty() ? dns_names[0]
-                   : !ip_addresses.empty() ? ip_addresses[0] : "server";
+  std::string cn = !dns_names.empty()      ? dns_names[0]
+                   : !ip_addresses.empty() ? ip_addresses[0]
+                                           : "server";
   std::vector<std::pair<int, std::string>> exts = {
       {NID_basic_constraints, "critical,CA:FALSE"},
       {NID_key_usage, "critical,digitalSignature"},
-      {NID_ext_key_usage, "serverAuth"},
+      {NID_ext_key_usage, "serverAuth,clientAuth"},  // also a client identity (mTLS tests)
       {NID_authority_key_identifier, "keyid"}};
   if (!sans.empty()) {
     exts.push_back({NID_subject_alt_name, absl::StrJoin(sans, ",")});

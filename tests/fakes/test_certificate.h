@@ -1,6 +1,7 @@
-// Throwaway X.509 certificates for tests: a self-signed CA and a server
-// certificate it signs, made at run time with OpenSSL's EVP API (ECDSA P-256),
-// so no key material is ever committed and clients can trust exactly this CA.
+// Throwaway X.509 certificates for tests: a self-signed CA and a leaf
+// certificate it signs (for a server, or a client of mutual TLS), made at run
+// time with OpenSSL's EVP API (ECDSA P-256), so no key material is ever
+// committed and clients can trust exactly this CA.
 #pragma once
 
 #include <string>

@@ -154,6 +154,7 @@ class Worker {
 struct StepError {
   LlmErrorKind kind = LlmErrorKind::kNone;
   std::string message;
+  bool permanent = false;  // not retried even if the kind usually is (out of quota)
   bool ok() const { return kind == LlmErrorKind::kNone; }
 };
 
@@ -310,9 +311,12 @@ asio::awaitable<void> HttpCall::Main() {
   if (proxy && !url->tls) {
     target = absl::StrCat("http://", url->HostHeader(), target);  // absolute-form for a proxy
   }
-  ChatRequestBody body_spec{request_.model,        request_.messages,
-                            request_.max_output_tokens, request_.use_max_tokens_param,
-                            request_.temperature,  request_.stream};
+  ChatRequestBody body_spec{request_.model,
+                            request_.messages,
+                            request_.max_output_tokens,
+                            request_.use_max_tokens_param,
+                            request_.temperature,
+                            request_.stream};
   std::string body = EncodeChatRequest(body_spec);
   std::mt19937_64 rng(std::random_device{}());
   std::uniform_real_distribution<double> jitter(0.0, 1.0);
@@ -321,6 +325,7 @@ asio::awaitable<void> HttpCall::Main() {
   for (int attempt = 1;; ++attempt) {
     outcome_.attempts = attempt;
     outcome_.retry_after.reset();
+    outcome_.provider_error_code.clear();
     if (absl::Now() >= request_.deadline) {
       err = {LlmErrorKind::kTimeout, "deadline exceeded before the request was sent"};
       break;
@@ -329,7 +334,7 @@ asio::awaitable<void> HttpCall::Main() {
     if (cancelled_) {
       err = {LlmErrorKind::kCancelled, "cancelled by the caller"};
     }
-    if (err.ok() || !IsRetryable(err.kind) || outcome_.delivered_any ||
+    if (err.ok() || !IsRetryable(err.kind) || err.permanent || outcome_.delivered_any ||
         attempt >= request_.retry.max_attempts) {
       break;
     }
@@ -356,8 +361,7 @@ asio::awaitable<void> HttpCall::Main() {
 }
 
 asio::awaitable<StepError> HttpCall::Attempt(const Url& url, const std::optional<Url>& proxy,
-                                             const std::string& target,
-                                             const std::string& body) {
+                                             const std::string& target, const std::string& body) {
   const HttpLlmClientOptions& options = shared_->options;
   std::string key = absl::StrCat(url.tls ? "https://" : "http://", url.HostPort());
   if (proxy) {
@@ -450,21 +454,33 @@ asio::awaitable<StepError> HttpCall::Connect(const Url& url, const std::optional
       connect.set(http::field::proxy_authorization,
                   absl::StrCat("Basic ", absl::Base64Escape(proxy->user_info)));
     }
+    std::string proxy_name = absl::StrCat("proxy ", proxy->HostPort());  // never its user_info
     co_await http::async_write(tcp_stream, connect, asio::redirect_error(asio::use_awaitable, ec));
     if (ec || cancelled_) {
-      co_return NetError(ec, LlmErrorKind::kConnect, "sending CONNECT to the proxy");
+      co_return NetError(ec, LlmErrorKind::kConnect,
+                         absl::StrCat("sending CONNECT to ", proxy_name));
     }
     http::response_parser<http::empty_body> proxy_response;
     proxy_response.skip(true);  // a 2xx answer to CONNECT has no body
     co_await http::async_read_header(tcp_stream, conn.buffer, proxy_response,
                                      asio::redirect_error(asio::use_awaitable, ec));
     if (ec || cancelled_) {
-      co_return NetError(ec, LlmErrorKind::kConnect, "reading the proxy's CONNECT answer");
+      co_return NetError(ec, LlmErrorKind::kConnect,
+                         absl::StrCat("reading the CONNECT answer of ", proxy_name));
     }
     int status = proxy_response.get().result_int();
     if (status / 100 != 2) {
       co_return StepError{LlmErrorKind::kConnect,
-                          absl::StrCat("proxy refused CONNECT with HTTP ", status)};
+                          absl::StrCat(proxy_name, " refused CONNECT with HTTP ", status)};
+    }
+    // The tunnel carries nothing before our ClientHello: whatever follows the
+    // answer was written by the proxy itself, and left in the buffer it would be
+    // parsed as the provider's response once TLS is up (a forged answer).
+    if (conn.buffer.size() != 0) {
+      co_return StepError{
+          LlmErrorKind::kConnect,
+          absl::StrCat(proxy_name, " sent ", conn.buffer.size(),
+                       " unexpected bytes after its CONNECT answer; tunnel refused")};
     }
   }
 
@@ -491,8 +507,7 @@ asio::awaitable<StepError> HttpCall::Connect(const Url& url, const std::optional
                               X509_verify_cert_error_string(verify));
       }
       co_return StepError{LlmErrorKind::kTls,
-                          absl::StrCat("TLS handshake with ", url.HostPort(), " failed: ",
-                                       detail)};
+                          absl::StrCat("TLS handshake with ", url.HostPort(), " failed: ", detail)};
     }
   }
   co_return StepError{};
@@ -503,12 +518,19 @@ StepError HttpCall::HandleEvent(const SseEvent& event) {
     saw_done_ = true;
     return {};
   }
+  // An error inside a 200 stream: `data: {"error": {...}}` (OpenAI) or an
+  // `event: error` (others). A chunk never has a top-level "error" key, and
+  // inside a JSON string the quotes would be escaped, so the cheap test holds.
+  if (event.event == "error" || absl::StrContains(event.data, "\"error\"")) {
+    std::optional<ProviderError> pe = DecodeProviderError(event.data);
+    if (pe || event.event == "error") {
+      outcome_.provider_error_code = pe ? pe->code : "";
+      return {LlmErrorKind::kServerError,
+              StreamErrorMessage(event.data, pe ? &*pe : nullptr, request_.api_key)};
+    }
+  }
   absl::StatusOr<ChatChunk> chunk = DecodeChatChunk(event.data);
   if (!chunk.ok()) {
-    if (std::optional<ProviderError> pe = DecodeProviderError(event.data)) {
-      return {LlmErrorKind::kServerError,
-              absl::StrCat("provider error mid-stream: ", pe->message)};
-    }
     return {LlmErrorKind::kMalformed, std::string(chunk.status().message())};
   }
   if (!chunk->model.empty()) {
@@ -529,6 +551,8 @@ asio::awaitable<StepError> HttpCall::ReadBody(
     Stream& stream, Connection& conn, http::response_parser<http::buffer_body>& parser,
     const std::function<StepError(std::string_view)>& sink, std::function<bool()> stop) {
   char buf[kReadChunk];
+  size_t total = 0;
+  const size_t cap = shared_->options.max_response_bytes;
   while (!parser.is_done()) {
     parser.get().body().data = buf;
     parser.get().body().size = sizeof buf;
@@ -540,6 +564,12 @@ asio::awaitable<StepError> HttpCall::ReadBody(
       ec = {};
     }
     size_t n = sizeof buf - parser.get().body().size;
+    total += n;
+    if (total > cap) {
+      co_return StepError{LlmErrorKind::kMalformed,
+                          absl::StrCat("the provider's response is larger than ", cap,
+                                       " bytes (max_response_bytes)")};
+    }
     if (n > 0 && !cancelled_) {
       StepError e = sink(std::string_view(buf, n));
       if (!e.ok()) {
@@ -561,9 +591,9 @@ asio::awaitable<StepError> HttpCall::ReadBody(
       if (ec == http::error::partial_message || ec == http::error::end_of_stream ||
           ec == asio::error::eof || ec == ssl::error::stream_truncated ||
           ec == asio::error::connection_reset) {
-        co_return StepError{LlmErrorKind::kTruncated,
-                            absl::StrCat("the provider closed the stream early (", ec.message(),
-                                         ")")};
+        co_return StepError{
+            LlmErrorKind::kTruncated,
+            absl::StrCat("the provider closed the stream early (", ec.message(), ")")};
       }
       co_return NetError(ec, LlmErrorKind::kTruncated, "reading the response");
     }
@@ -618,6 +648,7 @@ asio::awaitable<StepError> HttpCall::Exchange(Stream& stream, Connection& conn,
     }
     std::optional<ProviderError> pe = DecodeProviderError(body);
     LlmErrorKind kind = KindForHttpStatus(status, pe ? pe->code : "", pe ? pe->message : "");
+    outcome_.provider_error_code = pe ? pe->code : "";
     absl::Time now = absl::Now();
     auto header = [&](std::string_view name) {
       auto it = head.find(beast::string_view(name.data(), name.size()));
@@ -648,22 +679,22 @@ asio::awaitable<StepError> HttpCall::Exchange(Stream& stream, Connection& conn,
       }
       outcome_.retry_after = ra;
     }
-    std::string message = absl::StrCat("provider returned HTTP ", status);
-    if (pe) {
-      if (!pe->code.empty()) {
-        absl::StrAppend(&message, " (", pe->code, ")");
+    beast::string_view type = head[http::field::content_type];
+    StepError error{kind, ErrorResponseMessage(status, std::string_view(type.data(), type.size()),
+                                               body, pe ? &*pe : nullptr, request_.api_key)};
+    if (pe && status == 429 && IsQuotaExhausted(*pe)) {
+      error.permanent = true;
+      if (outcome_.provider_error_code.empty()) {
+        outcome_.provider_error_code = "insufficient_quota";
       }
-      absl::StrAppend(&message, ": ", pe->message);
-    } else if (!body.empty()) {
-      absl::StrAppend(&message, ": ", absl::CEscape(body.substr(0, 200)));
     }
-    co_return StepError{kind, message};
+    co_return error;
   }
 
   beast::string_view content_type = head[http::field::content_type];
   bool sse = request_.stream &&
-             !absl::StartsWithIgnoreCase(absl::string_view(content_type.data(), content_type.size()),
-                                         "application/json");
+             !absl::StartsWithIgnoreCase(
+                 absl::string_view(content_type.data(), content_type.size()), "application/json");
   if (!sse) {
     std::string body;
     StepError e = co_await ReadBody(
@@ -787,24 +818,23 @@ class HttpLlmClient : public LlmClient {
       }
       done(std::move(outcome));
     };
-    auto call = std::make_shared<HttpCall>(worker, shared_, std::move(request),
-                                           std::move(on_delta), std::move(finish));
+    auto call = std::make_shared<HttpCall>(worker, shared_, std::move(request), std::move(on_delta),
+                                           std::move(finish));
     {
       absl::MutexLock lock(&mu_);
       calls_[id] = call;
     }
-    asio::co_spawn(worker->ioc(), HttpCall::Run(call),
-                   [call](std::exception_ptr e) {
-                     if (e) {
-                       std::string why = "internal error in the LLM client";
-                       try {
-                         std::rethrow_exception(e);
-                       } catch (const std::exception& ex) {
-                         why = absl::StrCat(why, ": ", ex.what());
-                       }
-                       call->FailIfUnfinished(why);
-                     }
-                   });
+    asio::co_spawn(worker->ioc(), HttpCall::Run(call), [call](std::exception_ptr e) {
+      if (e) {
+        std::string why = "internal error in the LLM client";
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+          why = absl::StrCat(why, ": ", ex.what());
+        }
+        call->FailIfUnfinished(why);
+      }
+    });
     return call;
   }
 

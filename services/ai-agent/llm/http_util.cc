@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -29,9 +30,8 @@ std::string EnvOr(const char* upper, const char* lower) {
 
 bool IsIpLiteral(absl::string_view host) {
   return !host.empty() && (host.find(':') != absl::string_view::npos ||
-                           std::all_of(host.begin(), host.end(), [](char c) {
-                             return absl::ascii_isdigit(c) || c == '.';
-                           }));
+                           std::all_of(host.begin(), host.end(),
+                                       [](char c) { return absl::ascii_isdigit(c) || c == '.'; }));
 }
 
 }  // namespace
@@ -155,8 +155,8 @@ std::optional<Url> ProxyFor(const Url& target, const ProxyConfig& config) {
       return std::nullopt;
     }
   }
-  std::string with_scheme = proxy.find("://") == std::string::npos
-                                ? absl::StrCat("http://", proxy) : proxy;
+  std::string with_scheme =
+      proxy.find("://") == std::string::npos ? absl::StrCat("http://", proxy) : proxy;
   absl::StatusOr<Url> parsed = ParseUrl(with_scheme);
   if (!parsed.ok()) {
     return std::nullopt;
@@ -176,8 +176,8 @@ std::optional<absl::Duration> ParseRetryAfter(std::string_view text, absl::Time 
   }
   absl::Time when;
   std::string err;
-  for (const char* format : {"%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT",
-                             "%a %b %e %H:%M:%S %Y"}) {
+  for (const char* format :
+       {"%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"}) {
     if (absl::ParseTime(format, value, absl::UTCTimeZone(), &when, &err)) {
       return std::max(absl::ZeroDuration(), when - now);
     }
@@ -220,7 +220,7 @@ LlmErrorKind KindForHttpStatus(int http_status, std::string_view provider_code,
   }
   if (provider_code == "context_length_exceeded" ||
       absl::StrContains(absl::AsciiStrToLower(std::string(provider_message)),
-                         "maximum context length")) {
+                        "maximum context length")) {
     return LlmErrorKind::kContextTooLong;
   }
   if (http_status == 408) {
@@ -265,30 +265,120 @@ std::string Redact(std::string text, std::string_view secret) {
   if (secret.empty()) {
     return text;
   }
-  for (size_t pos = text.find(secret); pos != std::string::npos;
-       pos = text.find(secret, pos)) {
+  for (size_t pos = text.find(secret); pos != std::string::npos; pos = text.find(secret, pos)) {
     text.replace(pos, secret.size(), "[redacted]");
     pos += 10;
   }
   return text;
 }
 
+std::string RedactAndTruncate(std::string_view text, std::string_view secret, size_t max_bytes) {
+  std::string out = Redact(std::string(text), secret);
+  constexpr size_t kMinFragment = 4;
+  if (secret.size() > kMinFragment) {
+    for (size_t n = std::min(out.size(), secret.size() - 1); n >= kMinFragment; --n) {
+      if (absl::EndsWith(out, absl::string_view(secret.data(), n))) {
+        out.replace(out.size() - n, n, "[redacted]");
+        break;
+      }
+    }
+  }
+  if (out.size() <= max_bytes) {
+    return out;
+  }
+  size_t cut = max_bytes;
+  while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xC0) == 0x80) {
+    --cut;  // not inside a UTF-8 sequence
+  }
+  out.resize(cut);
+  out.append("...");
+  return out;
+}
+
+bool IsHtml(std::string_view content_type, std::string_view body) {
+  absl::string_view type(content_type.data(), content_type.size());
+  if (absl::StartsWithIgnoreCase(absl::StripLeadingAsciiWhitespace(type), "text/html") ||
+      absl::StartsWithIgnoreCase(absl::StripLeadingAsciiWhitespace(type), "application/xhtml")) {
+    return true;
+  }
+  absl::string_view start =
+      absl::StripLeadingAsciiWhitespace(absl::string_view(body.data(), body.size()));
+  return absl::StartsWithIgnoreCase(start, "<!doctype") ||
+         absl::StartsWithIgnoreCase(start, "<html") || absl::StartsWithIgnoreCase(start, "<head") ||
+         absl::StartsWithIgnoreCase(start, "<body") || absl::StartsWithIgnoreCase(start, "<?xml");
+}
+
+bool IsQuotaExhausted(const ProviderError& error) {
+  return error.code == "insufficient_quota" || error.type == "insufficient_quota";
+}
+
+std::string ErrorResponseMessage(int http_status, std::string_view content_type,
+                                 std::string_view body, const ProviderError* error,
+                                 std::string_view secret) {
+  constexpr size_t kMaxMessage = 1000;
+  constexpr size_t kMaxRawBody = 200;
+  if (error == nullptr && IsHtml(content_type, body)) {
+    return absl::StrCat("HTTP ", http_status, " from the provider (HTML error page)");
+  }
+  std::string message = absl::StrCat("provider returned HTTP ", http_status);
+  if (error != nullptr) {
+    if (!error->code.empty()) {
+      absl::StrAppend(&message, " (", RedactAndTruncate(error->code, secret, 100), ")");
+    }
+    if (!error->message.empty()) {
+      absl::StrAppend(&message, ": ", RedactAndTruncate(error->message, secret, kMaxMessage));
+    }
+  } else if (!body.empty()) {
+    absl::StrAppend(&message, ": ", absl::CEscape(RedactAndTruncate(body, secret, kMaxRawBody)));
+  }
+  return message;
+}
+
+std::string StreamErrorMessage(std::string_view data, const ProviderError* error,
+                               std::string_view secret) {
+  constexpr size_t kMaxMessage = 1000;
+  std::string message = "provider error mid-stream";
+  if (error != nullptr && !error->code.empty()) {
+    absl::StrAppend(&message, " (", RedactAndTruncate(error->code, secret, 100), ")");
+  }
+  if (error != nullptr && !error->message.empty()) {
+    absl::StrAppend(&message, ": ", RedactAndTruncate(error->message, secret, kMaxMessage));
+  } else if (error == nullptr && !data.empty()) {
+    absl::StrAppend(&message, ": ", absl::CEscape(RedactAndTruncate(data, secret, kMaxMessage)));
+  }
+  return message;
+}
+
 std::string_view LlmErrorKindName(LlmErrorKind kind) {
   switch (kind) {
-    case LlmErrorKind::kNone: return "none";
-    case LlmErrorKind::kBadRequest: return "bad_request";
-    case LlmErrorKind::kContextTooLong: return "context_too_long";
-    case LlmErrorKind::kAuth: return "auth";
-    case LlmErrorKind::kModelNotFound: return "model_not_found";
-    case LlmErrorKind::kRateLimited: return "rate_limited";
-    case LlmErrorKind::kServerError: return "server_error";
-    case LlmErrorKind::kConnect: return "connect";
-    case LlmErrorKind::kTls: return "tls";
-    case LlmErrorKind::kMalformed: return "malformed";
-    case LlmErrorKind::kTruncated: return "truncated";
-    case LlmErrorKind::kStalled: return "stalled";
-    case LlmErrorKind::kTimeout: return "timeout";
-    case LlmErrorKind::kCancelled: return "cancelled";
+    case LlmErrorKind::kNone:
+      return "none";
+    case LlmErrorKind::kBadRequest:
+      return "bad_request";
+    case LlmErrorKind::kContextTooLong:
+      return "context_too_long";
+    case LlmErrorKind::kAuth:
+      return "auth";
+    case LlmErrorKind::kModelNotFound:
+      return "model_not_found";
+    case LlmErrorKind::kRateLimited:
+      return "rate_limited";
+    case LlmErrorKind::kServerError:
+      return "server_error";
+    case LlmErrorKind::kConnect:
+      return "connect";
+    case LlmErrorKind::kTls:
+      return "tls";
+    case LlmErrorKind::kMalformed:
+      return "malformed";
+    case LlmErrorKind::kTruncated:
+      return "truncated";
+    case LlmErrorKind::kStalled:
+      return "stalled";
+    case LlmErrorKind::kTimeout:
+      return "timeout";
+    case LlmErrorKind::kCancelled:
+      return "cancelled";
   }
   return "unknown";
 }

@@ -32,12 +32,12 @@ struct CompletionRequest {
   std::string api_key;   // sent as Authorization: Bearer; never logged, never in an error
   std::string model;
   std::vector<ChatMessage> messages;
-  int max_output_tokens = 0;  // 0: omitted
+  int max_output_tokens = 0;          // 0: omitted
   bool use_max_tokens_param = false;  // send "max_tokens" (older servers) instead
   std::optional<double> temperature;
   bool stream = true;
-  absl::Time deadline = absl::InfiniteFuture();      // caller's deadline and total timeout
-  absl::Duration stall_timeout = absl::Seconds(30);  // max silence between reads
+  absl::Time deadline = absl::InfiniteFuture();        // caller's deadline and total timeout
+  absl::Duration stall_timeout = absl::Seconds(30);    // max silence between reads
   absl::Duration connect_timeout = absl::Seconds(10);  // per connection attempt
   RetryPolicy retry;
 };
@@ -77,6 +77,11 @@ struct LlmOutcome {
   absl::Duration time_to_first_token = absl::ZeroDuration();  // Start to first delta
   absl::Duration duration = absl::ZeroDuration();             // Start to on_done
   std::optional<absl::Duration> retry_after;  // from Retry-After / x-ratelimit-reset-*
+  // The provider's error code ("insufficient_quota", "rate_limit_exceeded", ...)
+  // from an error body or an in-stream error event; empty if none. A 429 with
+  // insufficient_quota (code or type) is not retried: the account is out of
+  // credit, and waiting does not help.
+  std::string provider_error_code;
 };
 
 // A call in flight.
@@ -106,15 +111,18 @@ struct HttpLlmClientOptions {
   // Trust anchors. Both empty: OpenSSL's default paths (SSL_CERT_FILE, SSL_CERT_DIR).
   std::string ca_file;
   std::string ca_pem;
-  int max_idle_connections_per_host = 16;  // per I/O thread
+  int max_idle_connections_per_host = 16;           // per I/O thread
   absl::Duration idle_timeout = absl::Seconds(50);  // pooled connections older are dropped
   // Proxies; nullopt: read HTTPS_PROXY/https_proxy, HTTP_PROXY/http_proxy,
   // NO_PROXY/no_proxy from the environment. "" disables.
   std::optional<std::string> https_proxy;
   std::optional<std::string> http_proxy;
   std::optional<std::string> no_proxy;
-  size_t max_event_bytes = 4 << 20;    // one SSE event
-  size_t max_error_body_bytes = 64 << 10;  // read of a non-200 body
+  size_t max_event_bytes = 4 << 20;        // one SSE event
+  size_t max_error_body_bytes = 64 << 10;  // kept of a non-200 body (the rest is drained)
+  // One response body in total (stream or not); more fails the call as
+  // kMalformed, so a runaway or hostile endpoint cannot feed us forever.
+  size_t max_response_bytes = 16 << 20;
 };
 
 std::unique_ptr<LlmClient> MakeHttpLlmClient(const HttpLlmClientOptions& options);

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Prints the four aichat-<service>-tls Secrets the tls component (prod overlay) mounts, made
+# with openssl: a fresh CA, and per service an ECDSA P-256 certificate for its Service names
+# (aichat-user, aichat-user.NAMESPACE, ....svc, ....svc.cluster.local), good for serving and
+# for calling peers (mutual TLS). Keys in the layout cert-manager writes: tls.crt, tls.key,
+# ca.crt. Use cert-manager instead where you can (it renews; then `kubectl rollout restart`).
+#   deploy/k8s/secrets/tls-secrets.sh [NAMESPACE [CA_DIR]] | kubectl apply -f -
+# CA_DIR (default: a new private temporary directory, named on stderr) keeps ca.crt and
+# ca.key, plus client.crt/client.key: a client certificate for the CLI (aichat --ca ca.crt
+# --cert client.crt --key client.key) or a gateway, since every listener requires one. Keep
+# that directory secret; an existing ca.crt/ca.key there is reused.
+set -euo pipefail
+ns=${1:-aichat}
+dir=${2:-$(mktemp -d /tmp/aichat-tls-XXXXXX)}
+mkdir -p "$dir"
+chmod 700 "$dir"
+umask 077
+days=${AICHAT_TLS_DAYS:-365}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+if [[ ! -s "$dir/ca.crt" || ! -s "$dir/ca.key" ]]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days "$((days * 3))" \
+    -subj "/CN=aichat internal CA" -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
+fi
+
+# issue NAME SAN... -> $tmp/NAME.crt, $tmp/NAME.key
+issue() {
+  local name=$1
+  shift
+  local san
+  san=$(printf 'DNS:%s,' "$@")
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$name" \
+    -keyout "$tmp/$name.key" -out "$tmp/$name.csr" 2>/dev/null
+  printf '%s\n' "subjectAltName=${san%,}" "basicConstraints=critical,CA:FALSE" \
+    "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth,clientAuth" >"$tmp/$name.ext"
+  openssl x509 -req -in "$tmp/$name.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" \
+    -CAcreateserial -days "$days" -extfile "$tmp/$name.ext" -out "$tmp/$name.crt" 2>/dev/null
+}
+
+indent() { sed 's/^/    /' "$1"; }
+
+first=1
+for svc in user conversation agent usage; do
+  name=aichat-$svc
+  issue "$name" "$name" "$name.$ns" "$name.$ns.svc" "$name.$ns.svc.cluster.local"
+  [[ $first == 1 ]] || echo "---"
+  first=0
+  cat <<YAML
+apiVersion: v1
+kind: Secret
+metadata:
+  name: $name-tls
+  namespace: $ns
+  labels:
+    app.kubernetes.io/part-of: aichat
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+$(indent "$tmp/$name.crt")
+  tls.key: |
+$(indent "$tmp/$name.key")
+  ca.crt: |
+$(indent "$dir/ca.crt")
+YAML
+done
+issue client aichat-client
+cp "$tmp/client.crt" "$tmp/client.key" "$dir/"
+echo "tls-secrets.sh: CA and a client certificate in $dir (keep it private)" >&2
