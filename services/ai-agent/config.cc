@@ -25,6 +25,8 @@ void DeclareSettings(Config& config) {
   config.Add("llm_io_threads", "AICHAT_LLM_IO_THREADS", "1", "Threads for provider I/O");
   config.Add("llm_ca_file", "AICHAT_LLM_CA_FILE", "",
              "Extra CA bundle for the provider (default: the system store; SSL_CERT_FILE works)");
+  config.Add("llm_max_response_bytes", "AICHAT_LLM_MAX_RESPONSE_BYTES", "16777216",
+             "Largest provider response in bytes (a longer one fails the turn)");
   config.Add("peer_timeout", "AICHAT_PEER_TIMEOUT", "5s",
              "Deadline of each call to conversation and usage");
   config.Add("budget_fail_open", "AICHAT_BUDGET_FAIL_OPEN", "true",
@@ -74,6 +76,9 @@ absl::StatusOr<AgentConfig> ReadSettings(const Config& config) {
   if (!io.ok()) return io.status();
   c.llm_io_threads = static_cast<int>(*io);
   c.llm_ca_file = config.Get("llm_ca_file");
+  auto max_response = config.GetInt("llm_max_response_bytes", 4096, int64_t{1} << 32);
+  if (!max_response.ok()) return max_response.status();
+  c.llm_max_response_bytes = static_cast<size_t>(*max_response);
   auto peer = config.GetDuration("peer_timeout");
   if (!peer.ok()) return peer.status();
   c.turn.peer_timeout = *peer;

@@ -17,6 +17,7 @@ struct AgentConfig {
   TurnOptions turn;
   int llm_io_threads = 1;
   std::string llm_ca_file;
+  size_t llm_max_response_bytes = 16 << 20;
   absl::Duration outbox_interval;
   absl::Duration outbox_linger;
   std::string replica_name;  // "" = made up at start

@@ -1,10 +1,10 @@
 // aichat-agent: the ai-agent service — chat turns end to end, prompts, models,
 // and the usage outbox publisher.
-#include <grpcpp/create_channel.h>
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
 #include "common/bootstrap.h"
+#include "common/grpc_channel.h"
 #include "common/jwt.h"
 #include "common/log.h"
 #include "services/ai-agent/agent_metrics.h"
@@ -22,17 +22,6 @@ namespace aichat::agent {
 namespace {
 
 constexpr char kProgram[] = "aichat-agent";
-
-std::shared_ptr<grpc::Channel> PeerChannel(const std::string& addr) {
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
-  // A restarted peer is reachable again within a second, not after gRPC's
-  // default reconnect backoff (up to two minutes).
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  return grpc::CreateCustomChannel(addr, grpc::InsecureChannelCredentials(), args);
-}
 
 // host-pid-random: unique per process, readable in the leases table.
 std::string ReplicaName(const AgentConfig& cfg) {
@@ -56,10 +45,11 @@ int Serve(const AgentConfig& cfg) {
   HttpLlmClientOptions lopts;
   lopts.io_threads = cfg.llm_io_threads;
   lopts.ca_file = cfg.llm_ca_file;
+  lopts.max_response_bytes = cfg.llm_max_response_bytes;
   auto llm = MakeHttpLlmClient(lopts);
   GrpcPeerOptions popts{.service_token = cfg.service_token, .call_timeout = cfg.turn.peer_timeout};
-  auto conversation = MakeGrpcConversationPeer(PeerChannel(cfg.conversation_addr), popts);
-  auto usage = MakeGrpcUsagePeer(PeerChannel(cfg.usage_addr), popts);
+  auto conversation = MakeGrpcConversationPeer(MakePeerChannel(cfg.conversation_addr, cfg.common.peer), popts);
+  auto usage = MakeGrpcUsagePeer(MakePeerChannel(cfg.usage_addr, cfg.common.peer), popts);
   PromptIds prompt_ids(&store, workers.get());
   RunningTurns running;
 
