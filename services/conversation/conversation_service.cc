@@ -308,8 +308,9 @@ grpc::ServerUnaryReactor* ConversationServiceImpl::GetContext(grpc::CallbackServ
     auto window = store_->GetContext(caller->user_id, req->conversation_id(), req->max_tokens(),
                                      options_.max_response_bytes);
     if (!window.ok()) return window.status();
-    resp->set_system_prompt(std::move(window->system_prompt));
-    resp->set_system_prompt_tokens(window->system_prompt_tokens);
+    resp->set_system_prompt(window->conversation.system_prompt);
+    resp->set_system_prompt_tokens(window->conversation.system_prompt_tokens);
+    ToProto(window->conversation, resp->mutable_conversation());
     // Never above max_tokens except when the system prompt alone is larger.
     resp->set_token_count(static_cast<int32_t>(window->token_count));
     resp->set_truncated(window->truncated);

@@ -71,9 +71,13 @@ struct ConversationCursor {
   int64_t id = 0;
 };
 
+// What a message costs in a response beyond its content (ids, counts, times and
+// protobuf framing come to under 80 bytes), so that many small messages cannot
+// outgrow a byte budget that counted contents alone.
+inline constexpr int64_t kMessageFramingBytes = 96;
+
 struct ContextWindow {
-  std::string system_prompt;
-  int32_t system_prompt_tokens = 0;
+  ConversationRecord conversation;      // system prompt and its tokens included
   std::vector<MessageRecord> messages;  // oldest first
   int64_t token_count = 0;              // system prompt + messages
   bool truncated = false;               // older live messages were left out
@@ -105,12 +109,14 @@ class ConversationStore {
                                                                   int64_t conversation_id,
                                                                   int64_t after_position,
                                                                   int limit) = 0;
-  // The system prompt and the newest live (not superseded) messages whose tokens
-  // fit in max_tokens and whose contents fit in max_bytes, oldest first. The
-  // window is contiguous: it stops at the first message (going back) that does
-  // not fit, and `truncated` says older live messages exist. When the system
-  // prompt alone exceeds max_tokens, the prompt comes back with no messages and
-  // token_count = its tokens (> max_tokens): the caller decides what to do.
+  // The conversation and the newest live (not superseded) messages whose tokens
+  // fit in max_tokens (with the system prompt's) and whose contents fit in
+  // max_bytes (with the system prompt twice, as the response carries it, and
+  // kMessageFramingBytes each), oldest first. The window is contiguous: it stops
+  // at the first message (going back) that does not fit, and `truncated` says
+  // older live messages exist. When the system prompt alone exceeds max_tokens,
+  // the prompt comes back with no messages and token_count = its tokens
+  // (> max_tokens): the caller decides what to do.
   virtual absl::StatusOr<ContextWindow> GetContext(int64_t user_id, int64_t conversation_id,
                                                    int64_t max_tokens, size_t max_bytes) = 0;
 };

@@ -403,6 +403,31 @@ TEST_F(ConversationServiceTest, GetContextAtExactTokenBoundaries) {
   EXPECT_EQ(all.messages(2).content(), "three");
 }
 
+// The agent's turn reads ownership, settings and context in one call.
+TEST_F(ConversationServiceTest, GetContextReturnsTheConversation) {
+  auto conv = MustCreate(alice_, "settings", std::string("Be brief."));
+  v1::UpdateConversationRequest upd;
+  upd.set_id(conv.id());
+  upd.set_model("gpt-4o-mini");
+  v1::Conversation updated;
+  ASSERT_TRUE(stub_->UpdateConversation(Ctx(alice_).get(), upd, &updated).ok());
+  MustAppend(alice_, conv.id(), "one", 3);
+  MustAppendAssistant(kAlice, conv.id(), "two", 4);
+
+  v1::GetConversationRequest get;
+  get.set_id(conv.id());
+  v1::Conversation stored;
+  ASSERT_TRUE(stub_->GetConversation(Ctx(alice_).get(), get, &stored).ok());
+  ASSERT_EQ(stored.message_count(), 2);
+  for (int32_t max_tokens : {1, 1000}) {  // with and without a window
+    v1::GetContextResponse resp;
+    ASSERT_TRUE(Context(service_token_, conv.id(), max_tokens, &resp, kAlice).ok());
+    EXPECT_EQ(resp.conversation().SerializeAsString(), stored.SerializeAsString());
+    EXPECT_EQ(resp.conversation().model(), "gpt-4o-mini");
+    EXPECT_EQ(resp.system_prompt(), "Be brief.");
+  }
+}
+
 TEST_F(ConversationServiceTest, GetContextStopsAtTheFirstMessageThatDoesNotFit) {
   // The window is the newest contiguous run: an older small message is never
   // pulled in past a larger one that did not fit.
