@@ -18,6 +18,9 @@ void DeclareSettings(Config& config) {
   config.Add("max_system_prompt_bytes", "AICHAT_MAX_SYSTEM_PROMPT_BYTES", "32768",
              "Largest system prompt in bytes");
   config.Add("max_model_chars", "AICHAT_MAX_MODEL_CHARS", "100", "Longest model name");
+  config.Add("max_context_tokens", "AICHAT_MAX_CONTEXT_TOKENS", "1048576",
+             "Largest GetContext max_tokens served; larger requests are clamped to it. Set it "
+             "to the largest context window of any enabled model");
 }
 
 absl::StatusOr<ConversationConfig> ReadSettings(const Config& config) {
@@ -34,6 +37,8 @@ absl::StatusOr<ConversationConfig> ReadSettings(const Config& config) {
   if (!prompt.ok()) return prompt.status();
   auto model = config.GetInt("max_model_chars", 1, 1000);
   if (!model.ok()) return model.status();
+  auto context_tokens = config.GetInt("max_context_tokens", 1, 1 << 30);
+  if (!context_tokens.ok()) return context_tokens.status();
   // An append carries one content; a ListConversations row a system prompt.
   if (*content + kEnvelopeBytes > grpc_limit || *prompt + kEnvelopeBytes > grpc_limit) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -44,6 +49,7 @@ absl::StatusOr<ConversationConfig> ReadSettings(const Config& config) {
   c.service.max_title_chars = static_cast<size_t>(*title);
   c.service.max_system_prompt_bytes = static_cast<size_t>(*prompt);
   c.service.max_model_chars = static_cast<size_t>(*model);
+  c.service.max_context_tokens = *context_tokens;
   // Contents per response: three quarters of the gRPC limit, at least one message.
   c.service.max_response_bytes =
       static_cast<size_t>(std::max<int64_t>(grpc_limit * 3 / 4, *content + *prompt));

@@ -20,6 +20,9 @@ struct ConversationServiceOptions {
   // page never exceeds the gRPC message limit: pages end early, GetContext
   // leaves older messages out (truncated).
   size_t max_response_bytes = 3 * 1024 * 1024;
+  // GetContext serves a larger max_tokens as this: the largest context window of
+  // any enabled model (the conversation service does not know the models).
+  int64_t max_context_tokens = 1 << 20;
 };
 
 // The largest token_count a caller may give for one message.

@@ -1,5 +1,7 @@
 #include "services/conversation/conversation_service.h"
 
+#include <algorithm>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/page_token.h"
@@ -274,18 +276,14 @@ grpc::ServerUnaryReactor* ConversationServiceImpl::ListMessages(grpc::CallbackSe
       }
       after = *pos;
     }
-    auto rows = store_->ListMessages(caller->user_id, req->conversation_id(), after, *size + 1);
-    if (!rows.ok()) return rows.status();
-    bool more = static_cast<int>(rows->size()) > *size;
-    if (more) rows->pop_back();
-    size_t bytes = 0;
+    // The store ends the page early when the contents reach the response budget
+    // and reads no content past it.
+    auto page = store_->ListMessages(caller->user_id, req->conversation_id(), after, *size,
+                                     options_.max_response_bytes);
+    if (!page.ok()) return page.status();
+    const bool more = page->more;
     int64_t last = 0;
-    for (auto& m : *rows) {
-      if (last != 0 && bytes + m.content.size() > options_.max_response_bytes) {
-        more = true;  // a shorter page; the next one starts here
-        break;
-      }
-      bytes += m.content.size();
+    for (auto& m : page->messages) {
       last = m.position;
       ToProto(std::move(m), resp->add_messages());
     }
@@ -305,7 +303,9 @@ grpc::ServerUnaryReactor* ConversationServiceImpl::GetContext(grpc::CallbackServ
     if (!caller.ok()) return caller.status();
     if (auto st = CheckId("conversation_id", req->conversation_id()); !st.ok()) return st;
     if (req->max_tokens() < 1) return absl::InvalidArgumentError("max_tokens must be at least 1");
-    auto window = store_->GetContext(caller->user_id, req->conversation_id(), req->max_tokens(),
+    // No model has a larger window: a bigger request is served as the largest.
+    const int64_t max_tokens = std::min<int64_t>(req->max_tokens(), options_.max_context_tokens);
+    auto window = store_->GetContext(caller->user_id, req->conversation_id(), max_tokens,
                                      options_.max_response_bytes);
     if (!window.ok()) return window.status();
     resp->set_system_prompt(window->conversation.system_prompt);

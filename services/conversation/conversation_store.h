@@ -76,6 +76,12 @@ struct ConversationCursor {
 // outgrow a byte budget that counted contents alone.
 inline constexpr int64_t kMessageFramingBytes = 96;
 
+// A page of ListMessages.
+struct MessagePage {
+  std::vector<MessageRecord> messages;  // oldest first
+  bool more = false;                    // later messages exist
+};
+
 struct ContextWindow {
   ConversationRecord conversation;      // system prompt and its tokens included
   std::vector<MessageRecord> messages;  // oldest first
@@ -104,11 +110,13 @@ class ConversationStore {
   // superseded. The returned record's content is left empty (the caller has it).
   virtual absl::StatusOr<MessageRecord> AppendMessage(int64_t user_id, int64_t conversation_id,
                                                       const NewMessage& m) = 0;
-  // Messages with position > after_position, oldest first.
-  virtual absl::StatusOr<std::vector<MessageRecord>> ListMessages(int64_t user_id,
-                                                                  int64_t conversation_id,
-                                                                  int64_t after_position,
-                                                                  int limit) = 0;
+  // Up to `limit` messages with position > after_position, oldest first, whose
+  // contents plus kMessageFramingBytes each add up to at most max_bytes; the
+  // first one comes back even when it alone is larger. Contents past the page
+  // are never read.
+  virtual absl::StatusOr<MessagePage> ListMessages(int64_t user_id, int64_t conversation_id,
+                                                   int64_t after_position, int limit,
+                                                   size_t max_bytes) = 0;
   // The conversation and the newest live (not superseded) messages whose tokens
   // fit in max_tokens (with the system prompt's) and whose contents fit in
   // max_bytes (with the system prompt twice, as the response carries it, and

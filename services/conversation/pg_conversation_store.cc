@@ -1,7 +1,5 @@
 #include "services/conversation/pg_conversation_store.h"
 
-#include <algorithm>
-
 namespace aichat::conversation {
 
 // One round trip: ownership, the conversation and the window (migration 003).
@@ -66,14 +64,27 @@ constexpr char kSupersede[] =
 constexpr char kMessageSuperseded[] =
     "SELECT superseded FROM messages WHERE id = $1 AND conversation_id = $2";
 
-// The conversation row decides NOT_FOUND; the lateral page may be empty.
+// The page is decided before any content is read: `page` walks at most
+// limit + 1 rows of positions and sizes (no contents) with a running sum;
+// `bounds` keeps the prefix that fits $5 bytes ($6 framing bytes per message;
+// the first row always) and says whether rows follow it; then only that range's
+// contents are read. The conversation row decides NOT_FOUND; the lateral page
+// may be empty.
 constexpr char kListMessages[] =
-    "SELECT m.id, m.conversation_id, m.role, m.content, m.token_count, "
-    "m.token_count_estimated, m.prompt_id, m.position, m.superseded, m.created_at "
-    "FROM conversations c LEFT JOIN LATERAL ("
+    "WITH page AS ("
+    "  SELECT position, row_number() OVER w AS n, sum(content_bytes + $6) OVER w AS bytes "
+    "  FROM messages WHERE conversation_id = $1 AND position > $3 "
+    "  WINDOW w AS (ORDER BY position ROWS UNBOUNDED PRECEDING) "
+    "  ORDER BY position LIMIT $4::integer + 1), "
+    "bounds AS ("
+    "  SELECT max(position) FILTER (WHERE n <= $4 AND (n = 1 OR bytes <= $5)) AS last, "
+    "    COALESCE(bool_or(n > $4 OR (n > 1 AND bytes > $5)), false) AS more FROM page) "
+    "SELECT b.more, m.id, m.conversation_id, m.role, m.content, m.token_count, "
+    "  m.token_count_estimated, m.prompt_id, m.position, m.superseded, m.created_at "
+    "FROM conversations c CROSS JOIN bounds b LEFT JOIN LATERAL ("
     "  SELECT * FROM messages WHERE conversation_id = c.id AND position > $3 "
-    "  ORDER BY position LIMIT $4) m ON true "
-    "WHERE c.id = $1 AND c.user_id = $2";
+    "    AND position <= b.last) m ON true "
+    "WHERE c.id = $1 AND c.user_id = $2 ORDER BY m.position";
 
 const char* RoleText(MessageRole r) {
   switch (r) {
@@ -228,20 +239,22 @@ absl::StatusOr<MessageRecord> PgConversationStore::AppendOnce(int64_t user_id,
   return out;
 }
 
-absl::StatusOr<std::vector<MessageRecord>> PgConversationStore::ListMessages(
-    int64_t user_id, int64_t conversation_id, int64_t after_position, int limit) {
-  auto r = pool_->Exec(kListMessages, {conversation_id, user_id, after_position, limit});
+absl::StatusOr<MessagePage> PgConversationStore::ListMessages(int64_t user_id,
+                                                              int64_t conversation_id,
+                                                              int64_t after_position, int limit,
+                                                              size_t max_bytes) {
+  auto r = pool_->Exec(kListMessages, {conversation_id, user_id, after_position, limit,
+                                       static_cast<int64_t>(max_bytes), kMessageFramingBytes});
   if (!r.ok()) return r.status();
   if (r->rows() == 0) return absl::NotFoundError(kNotFound);
-  std::vector<MessageRecord> out;
-  out.reserve(r->rows());
+  MessagePage page;
+  page.more = r->Bool(0, 0);
+  page.messages.reserve(r->rows());
   for (int i = 0; i < r->rows(); ++i) {
-    if (r->IsNull(i, 0)) continue;  // the conversation has no messages on this page
-    out.push_back(ReadMessage(*r, i));
+    if (r->IsNull(i, 1)) continue;  // the conversation has no messages on this page
+    page.messages.push_back(ReadMessage(*r, i, 1));
   }
-  std::sort(out.begin(), out.end(),
-            [](const MessageRecord& a, const MessageRecord& b) { return a.position < b.position; });
-  return out;
+  return page;
 }
 
 absl::StatusOr<ContextWindow> PgConversationStore::GetContext(int64_t user_id,

@@ -3,7 +3,9 @@
 // GetContext is one round trip to conversation_context() (migration 003), which
 // walks messages_window_idx backwards (position, tokens and bytes only) until a
 // budget is spent, then reads the contents of just the messages that fit; it
-// never reads a conversation's whole history for a small window.
+// never reads a conversation's whole history for a small window. ListMessages
+// likewise decides the page from positions and sizes (a running sum) and reads
+// the contents of that page alone.
 #pragma once
 
 #include "common/pg.h"
@@ -29,9 +31,9 @@ class PgConversationStore : public ConversationStore {
   absl::Status DeleteConversation(int64_t user_id, int64_t id) override;
   absl::StatusOr<MessageRecord> AppendMessage(int64_t user_id, int64_t conversation_id,
                                               const NewMessage& m) override;
-  absl::StatusOr<std::vector<MessageRecord>> ListMessages(int64_t user_id, int64_t conversation_id,
-                                                          int64_t after_position,
-                                                          int limit) override;
+  absl::StatusOr<MessagePage> ListMessages(int64_t user_id, int64_t conversation_id,
+                                           int64_t after_position, int limit,
+                                           size_t max_bytes) override;
   absl::StatusOr<ContextWindow> GetContext(int64_t user_id, int64_t conversation_id,
                                            int64_t max_tokens, size_t max_bytes) override;
 

@@ -1,0 +1,104 @@
+// The conversation service's resource limits over real gRPC and PostgreSQL: reads
+// bounded by bytes in SQL, the context token cap.
+#include <gtest/gtest.h>
+
+#include <climits>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "tests/conversation/conversation_fixture.h"
+
+namespace aichat::conversation {
+namespace {
+
+class LargeMessagesTest : public ConversationFixture {};
+
+// A security review found ListMessages loading page_size + 1 full rows (up to
+// 501 x 256 KiB) and GetContext the whole token window before either was cut to
+// the response budget.
+TEST_F(LargeMessagesTest, ConversationsOfLargeMessagesReadBackInBoundedPages) {
+  const ConversationServiceOptions o = Options();
+  constexpr int kMessages = 40;
+  auto conv = MustCreate(alice_, "large");
+  for (int i = 1; i <= kMessages; ++i) {
+    // Each names its position in its first four bytes.
+    MustAppend(alice_, conv.id(),
+               absl::StrFormat("%04d", i) + std::string(o.max_content_bytes - 4, 'z'), 1000);
+  }
+  const size_t cost = o.max_content_bytes + kMessageFramingBytes;
+  const size_t per_page = o.max_response_bytes / cost;
+  ASSERT_GE(per_page, 2u);
+  ASSERT_LT(per_page, static_cast<size_t>(kMessages));
+
+  // Every message once, in order, in pages under the budget.
+  std::vector<int64_t> positions;
+  std::string token;
+  int pages = 0;
+  do {
+    v1::ListMessagesResponse r;
+    ASSERT_TRUE(ListMessages(alice_, conv.id(), 500, token, &r).ok());
+    ASSERT_GE(r.messages_size(), 1);
+    size_t bytes = 0;
+    for (const auto& m : r.messages()) {
+      bytes += m.content().size() + kMessageFramingBytes;
+      EXPECT_EQ(m.content().substr(0, 4), absl::StrFormat("%04d", m.position()));
+      positions.push_back(m.position());
+    }
+    EXPECT_LE(bytes, o.max_response_bytes) << "page " << pages;
+    token = r.next_page_token();
+    ++pages;
+  } while (!token.empty() && pages < 100);
+  std::vector<int64_t> expected;
+  for (int i = 1; i <= kMessages; ++i) expected.push_back(i);
+  EXPECT_EQ(positions, expected);
+  EXPECT_EQ(pages, static_cast<int>((kMessages + per_page - 1) / per_page));
+
+  // The store itself hands over no row past the budget: SQL ended the page.
+  auto page = store_->ListMessages(kAlice, conv.id(), 0, 500, o.max_response_bytes);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_EQ(page->messages.size(), per_page);
+  EXPECT_TRUE(page->more);
+
+  // The largest context a caller can ask for is the newest messages that fit the
+  // response budget.
+  v1::GetContextResponse ctx;
+  ASSERT_TRUE(Context(alice_, conv.id(), INT32_MAX, &ctx).ok());
+  ASSERT_EQ(static_cast<size_t>(ctx.messages_size()), per_page);
+  EXPECT_EQ(ctx.messages(0).position(), kMessages + 1 - static_cast<int64_t>(per_page));
+  EXPECT_EQ(ctx.messages(ctx.messages_size() - 1).position(), kMessages);
+  EXPECT_TRUE(ctx.truncated());
+  EXPECT_EQ(ctx.token_count(), 1000 * static_cast<int32_t>(per_page));
+}
+
+// The conversation service does not know the models: a max_tokens above the
+// largest context window configured is served as that window.
+class ContextCapTest : public ConversationFixture {
+ protected:
+  ConversationServiceOptions Options() const override {
+    ConversationServiceOptions o = ConversationFixture::Options();
+    o.max_context_tokens = 50;
+    return o;
+  }
+};
+
+TEST_F(ContextCapTest, LargerMaxTokensAreClampedToTheLargestWindow) {
+  auto conv = MustCreate(alice_, "capped");
+  for (int i = 0; i < 5; ++i) MustAppend(alice_, conv.id(), absl::StrCat("m", i), 20);
+  for (int32_t max_tokens : {50, 51, 1000, INT32_MAX}) {
+    v1::GetContextResponse resp;
+    ASSERT_TRUE(Context(alice_, conv.id(), max_tokens, &resp).ok());
+    ASSERT_EQ(resp.messages_size(), 2) << max_tokens;
+    EXPECT_EQ(resp.messages(0).position(), 4);
+    EXPECT_EQ(resp.token_count(), 40);
+    EXPECT_TRUE(resp.truncated());
+  }
+  // Below the cap the request decides.
+  v1::GetContextResponse resp;
+  ASSERT_TRUE(Context(alice_, conv.id(), 39, &resp).ok());
+  EXPECT_EQ(resp.messages_size(), 1);
+}
+
+}  // namespace
+}  // namespace aichat::conversation
