@@ -21,6 +21,11 @@ void DeclareSettings(Config& config) {
   config.Add("max_context_tokens", "AICHAT_MAX_CONTEXT_TOKENS", "1048576",
              "Largest GetContext max_tokens served; larger requests are clamped to it. Set it "
              "to the largest context window of any enabled model");
+  config.Add("append_rate", "AICHAT_APPEND_RATE", "120",
+             "USER messages one user may append a minute, per replica (0: no limit); more answer "
+             "RESOURCE_EXHAUSTED. Services (the ai-agent) are not limited");
+  config.Add("append_burst", "AICHAT_APPEND_BURST", "20",
+             "USER messages one user may append at once within AICHAT_APPEND_RATE");
 }
 
 absl::StatusOr<ConversationConfig> ReadSettings(const Config& config) {
@@ -39,6 +44,10 @@ absl::StatusOr<ConversationConfig> ReadSettings(const Config& config) {
   if (!model.ok()) return model.status();
   auto context_tokens = config.GetInt("max_context_tokens", 1, 1 << 30);
   if (!context_tokens.ok()) return context_tokens.status();
+  auto append_rate = config.GetInt("append_rate", 0, 1'000'000);
+  if (!append_rate.ok()) return append_rate.status();
+  auto append_burst = config.GetInt("append_burst", 1, 1'000'000);
+  if (!append_burst.ok()) return append_burst.status();
   // An append carries one content; a ListConversations row a system prompt.
   if (*content + kEnvelopeBytes > grpc_limit || *prompt + kEnvelopeBytes > grpc_limit) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -50,6 +59,8 @@ absl::StatusOr<ConversationConfig> ReadSettings(const Config& config) {
   c.service.max_system_prompt_bytes = static_cast<size_t>(*prompt);
   c.service.max_model_chars = static_cast<size_t>(*model);
   c.service.max_context_tokens = *context_tokens;
+  c.service.append_rate_per_minute = static_cast<int>(*append_rate);
+  c.service.append_burst = static_cast<int>(*append_burst);
   // Contents per response: three quarters of the gRPC limit, at least one message.
   c.service.max_response_bytes =
       static_cast<size_t>(std::max<int64_t>(grpc_limit * 3 / 4, *content + *prompt));

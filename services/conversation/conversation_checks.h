@@ -23,6 +23,10 @@ struct ConversationServiceOptions {
   // GetContext serves a larger max_tokens as this: the largest context window of
   // any enabled model (the conversation service does not know the models).
   int64_t max_context_tokens = 1 << 20;
+  // USER messages a user may append a minute (0: no limit), and at once; per
+  // replica. Services are not limited.
+  int append_rate_per_minute = 120;
+  int append_burst = 20;
 };
 
 // The largest token_count a caller may give for one message.

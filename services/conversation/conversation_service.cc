@@ -64,7 +64,11 @@ absl::StatusOr<int64_t> ParseInt(const std::string& s) {
 ConversationServiceImpl::ConversationServiceImpl(ConversationStore* store,
                                                  const Authenticator* auth, WorkerPool* pool,
                                                  ConversationServiceOptions options)
-    : store_(store), auth_(auth), pool_(pool), options_(options) {}
+    : store_(store),
+      auth_(auth),
+      pool_(pool),
+      options_(options),
+      append_limiter_(options.append_rate_per_minute, options.append_burst) {}
 
 absl::StatusOr<Caller> ConversationServiceImpl::Authorize(grpc::CallbackServerContext* ctx) const {
   auto caller = auth_->Authenticate(*ctx);
@@ -245,6 +249,10 @@ grpc::ServerUnaryReactor* ConversationServiceImpl::AppendMessage(
     // declare their own messages free would reserve nothing.
     if (req->has_token_count() && !caller->is_service()) {
       return absl::PermissionDeniedError("token_count may only be set by aichat services");
+    }
+    // Counted once the request is known to be valid: a refused one writes nothing.
+    if (!caller->is_service()) {
+      if (auto st = append_limiter_.Admit(caller->user_id); !st.ok()) return st;
     }
     m.content = req->content();
     auto rec = store_->AppendMessage(caller->user_id, req->conversation_id(), m);

@@ -10,6 +10,7 @@
 #include "aichat/conversation/v1/conversation.grpc.pb.h"
 #include "common/auth.h"
 #include "common/worker_pool.h"
+#include "services/conversation/append_rate_limiter.h"
 #include "services/conversation/conversation_checks.h"
 #include "services/conversation/conversation_store.h"
 
@@ -53,6 +54,7 @@ class ConversationServiceImpl final : public v1::ConversationService::CallbackSe
   const Authenticator* auth_;
   WorkerPool* pool_;
   ConversationServiceOptions options_;
+  AppendRateLimiter append_limiter_;  // USER appends by users
 };
 
 }  // namespace aichat::conversation

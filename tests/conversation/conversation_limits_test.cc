@@ -1,5 +1,5 @@
 // The conversation service's resource limits over real gRPC and PostgreSQL: reads
-// bounded by bytes in SQL, the context token cap.
+// bounded by bytes in SQL, the context token cap, the users' append rate.
 #include <gtest/gtest.h>
 
 #include <climits>
@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "services/conversation/append_rate_limiter.h"
 #include "tests/conversation/conversation_fixture.h"
 
 namespace aichat::conversation {
@@ -98,6 +99,71 @@ TEST_F(ContextCapTest, LargerMaxTokensAreClampedToTheLargestWindow) {
   v1::GetContextResponse resp;
   ASSERT_TRUE(Context(alice_, conv.id(), 39, &resp).ok());
   EXPECT_EQ(resp.messages_size(), 1);
+}
+
+TEST(AppendRateLimiterTest, RefusesTheAppendAfterTheBurstUntilTheRateAllowsOne) {
+  absl::Time now = absl::FromUnixSeconds(1'000'000);
+  AppendRateLimiter limiter(60, 3, [&now] { return now; });  // one a second, three at once
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(limiter.Admit(7).ok()) << i;
+  absl::Status refused = limiter.Admit(7);
+  EXPECT_TRUE(absl::IsResourceExhausted(refused)) << refused;
+  EXPECT_NE(refused.message().find("retry in 1 s"), std::string::npos) << refused;
+  // Other users have their own buckets.
+  EXPECT_TRUE(limiter.Admit(8).ok());
+  now += absl::Milliseconds(999);
+  EXPECT_TRUE(absl::IsResourceExhausted(limiter.Admit(7)));
+  now += absl::Milliseconds(1);
+  EXPECT_TRUE(limiter.Admit(7).ok());  // one more after 1/60 of a minute
+  EXPECT_TRUE(absl::IsResourceExhausted(limiter.Admit(7)));
+  // Idle long enough, the whole burst is back (after the idle users were swept).
+  now += absl::Minutes(5);
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(limiter.Admit(7).ok()) << i;
+  EXPECT_TRUE(absl::IsResourceExhausted(limiter.Admit(7)));
+}
+
+TEST(AppendRateLimiterTest, ZeroMeansNoLimit) {
+  AppendRateLimiter limiter(0, 1);
+  for (int i = 0; i < 1000; ++i) ASSERT_TRUE(limiter.Admit(7).ok());
+}
+
+// One append a minute, three at once: a test cannot outrun the window.
+class AppendRateTest : public ConversationFixture {
+ protected:
+  ConversationServiceOptions Options() const override {
+    ConversationServiceOptions o = ConversationFixture::Options();
+    o.append_rate_per_minute = 1;
+    o.append_burst = 3;
+    return o;
+  }
+};
+
+TEST_F(AppendRateTest, UsersAreRefusedPastTheRateAndServicesAreNot) {
+  auto conv = MustCreate(alice_, "chatty");
+  v1::Message m;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(Append(alice_, 0, conv.id(), v1::MESSAGE_ROLE_USER, "hi", std::nullopt, &m).ok());
+  }
+  auto st = Append(alice_, 0, conv.id(), v1::MESSAGE_ROLE_USER, "one too many", std::nullopt, &m);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(st.error_message().find("too many messages"), std::string::npos) << st.error_message();
+  EXPECT_EQ(Count("messages"), 3);
+
+  // Another user, and the ai-agent acting for Alice, are not held back.
+  auto bobs = MustCreate(bob_, "bob's");
+  EXPECT_TRUE(Append(bob_, 0, bobs.id(), v1::MESSAGE_ROLE_USER, "hi", std::nullopt, &m).ok());
+  for (auto role : {v1::MESSAGE_ROLE_USER, v1::MESSAGE_ROLE_ASSISTANT}) {
+    for (int i = 0; i < 5; ++i) {
+      EXPECT_TRUE(Append(service_token_, kAlice, conv.id(), role, "turn", 2, &m).ok());
+    }
+  }
+  EXPECT_EQ(Count("messages"), 3 + 1 + 10);
+  // A request refused as invalid is not counted against the user.
+  EXPECT_EQ(Append(bob_, 0, bobs.id(), v1::MESSAGE_ROLE_USER, "", std::nullopt, &m).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(Append(bob_, 0, bobs.id(), v1::MESSAGE_ROLE_USER, "2", std::nullopt, &m).ok());
+  EXPECT_TRUE(Append(bob_, 0, bobs.id(), v1::MESSAGE_ROLE_USER, "3", std::nullopt, &m).ok());
+  EXPECT_EQ(Append(bob_, 0, bobs.id(), v1::MESSAGE_ROLE_USER, "4", std::nullopt, &m).error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
 }
 
 }  // namespace
