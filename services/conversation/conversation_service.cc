@@ -327,4 +327,24 @@ grpc::ServerUnaryReactor* ConversationServiceImpl::GetContext(grpc::CallbackServ
   });
 }
 
+grpc::ServerUnaryReactor* ConversationServiceImpl::RetractMessage(
+    grpc::CallbackServerContext* ctx, const v1::RetractMessageRequest* req,
+    v1::RetractMessageResponse* resp) {
+  return RunUnary(ctx, *pool_, [this, ctx, req, resp]() -> absl::Status {
+    auto caller = Authorize(ctx);
+    if (!caller.ok()) return caller.status();
+    // Undoing a turn's user message is the ai-agent's step, as writing it was.
+    if (!caller->is_service()) {
+      return absl::PermissionDeniedError("only aichat services may retract messages");
+    }
+    if (auto st = CheckId("conversation_id", req->conversation_id()); !st.ok()) return st;
+    if (auto st = CheckId("prompt_id", req->prompt_id()); !st.ok()) return st;
+    auto removed =
+        store_->RetractMessage(caller->user_id, req->conversation_id(), req->prompt_id());
+    if (!removed.ok()) return removed.status();
+    resp->set_removed(*removed);
+    return absl::OkStatus();
+  });
+}
+
 }  // namespace aichat::conversation

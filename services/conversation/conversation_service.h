@@ -45,6 +45,9 @@ class ConversationServiceImpl final : public v1::ConversationService::CallbackSe
   grpc::ServerUnaryReactor* GetContext(grpc::CallbackServerContext* ctx,
                                        const v1::GetContextRequest* req,
                                        v1::GetContextResponse* resp) override;
+  grpc::ServerUnaryReactor* RetractMessage(grpc::CallbackServerContext* ctx,
+                                           const v1::RetractMessageRequest* req,
+                                           v1::RetractMessageResponse* resp) override;
 
  private:
   // The user the call acts for; PERMISSION_DENIED for a service token that names none.

@@ -127,6 +127,11 @@ class ConversationStore {
   // (> max_tokens): the caller decides what to do.
   virtual absl::StatusOr<ContextWindow> GetContext(int64_t user_id, int64_t conversation_id,
                                                    int64_t max_tokens, size_t max_bytes) = 0;
+  // Deletes the USER message of `prompt_id` and takes it off message_count; the
+  // other messages keep their positions. False when there is none; NOT_FOUND for
+  // a conversation that is not the user's.
+  virtual absl::StatusOr<bool> RetractMessage(int64_t user_id, int64_t conversation_id,
+                                              int64_t prompt_id) = 0;
 };
 
 }  // namespace aichat::conversation

@@ -64,6 +64,18 @@ constexpr char kSupersede[] =
 constexpr char kMessageSuperseded[] =
     "SELECT superseded FROM messages WHERE id = $1 AND conversation_id = $2";
 
+// One statement. `c` proves ownership and locks the conversation row before the
+// DELETE (whose InitPlan reads it), the order an append takes its locks in, so
+// a retract and an append of the same conversation cannot deadlock; `u` keeps
+// message_count in step. At most one USER message per prompt (migration 002).
+constexpr char kRetractMessage[] =
+    "WITH c AS (SELECT id FROM conversations WHERE id = $1 AND user_id = $2 FOR UPDATE), "
+    "d AS (DELETE FROM messages WHERE conversation_id = (SELECT id FROM c) "
+    "  AND prompt_id = $3 AND role = 'user' RETURNING id), "
+    "u AS (UPDATE conversations SET message_count = message_count - 1 "
+    "  WHERE id = (SELECT id FROM c) AND EXISTS (SELECT 1 FROM d) RETURNING id) "
+    "SELECT EXISTS (SELECT 1 FROM c), EXISTS (SELECT 1 FROM u)";
+
 // The page is decided before any content is read: `page` walks at most
 // limit + 1 rows of positions and sizes (no contents) with a running sum;
 // `bounds` keeps the prefix that fits $5 bytes ($6 framing bytes per message;
@@ -275,6 +287,14 @@ absl::StatusOr<ContextWindow> PgConversationStore::GetContext(int64_t user_id,
     out.token_count += out.messages.back().token_count;
   }
   return out;
+}
+
+absl::StatusOr<bool> PgConversationStore::RetractMessage(int64_t user_id, int64_t conversation_id,
+                                                         int64_t prompt_id) {
+  auto r = pool_->Exec(kRetractMessage, {conversation_id, user_id, prompt_id});
+  if (!r.ok()) return r.status();
+  if (!r->Bool(0, 0)) return absl::NotFoundError(kNotFound);
+  return r->Bool(0, 1);
 }
 
 }  // namespace aichat::conversation

@@ -36,6 +36,8 @@ class PgConversationStore : public ConversationStore {
                                            size_t max_bytes) override;
   absl::StatusOr<ContextWindow> GetContext(int64_t user_id, int64_t conversation_id,
                                            int64_t max_tokens, size_t max_bytes) override;
+  absl::StatusOr<bool> RetractMessage(int64_t user_id, int64_t conversation_id,
+                                      int64_t prompt_id) override;
 
  private:
   absl::StatusOr<MessageRecord> AppendOnce(int64_t user_id, int64_t conversation_id,

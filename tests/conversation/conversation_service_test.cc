@@ -256,6 +256,13 @@ TEST_F(ConversationServiceTest, IdorMatrixAnswersNotFoundLikeAMissingId) {
     gc.set_max_tokens(1000);
     v1::GetContextResponse gcr;
     out.push_back(stub_->GetContext(Ctx(token, acting).get(), gc, &gcr));
+    if (acting > 0) {
+      v1::RetractMessageRequest rm;
+      rm.set_conversation_id(id);
+      rm.set_prompt_id(1);
+      v1::RetractMessageResponse rmr;
+      out.push_back(stub_->RetractMessage(Ctx(token, acting).get(), rm, &rmr));
+    }
     v1::DeleteConversationRequest del;
     del.set_id(id);
     v1::DeleteConversationResponse dr;
