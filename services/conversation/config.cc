@@ -1,6 +1,9 @@
 #include "services/conversation/config.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
+#include "services/conversation/conversation_checks.h"
 
 namespace aichat::conversation {
 namespace {
@@ -13,6 +16,9 @@ void DeclareSettings(Config& config) {
   // AICHAT_MAX_MESSAGE_BYTES is the gRPC message limit (common); this is the text.
   config.Add("max_content_bytes", "AICHAT_MAX_CONTENT_BYTES", "262144",
              "Largest message content in bytes");
+  config.Add("max_assistant_content_bytes", "AICHAT_MAX_ASSISTANT_CONTENT_BYTES", "3145728",
+             "Largest ASSISTANT message content in bytes (a model's whole answer, appended by "
+             "the ai-agent)");
   config.Add("max_title_chars", "AICHAT_MAX_TITLE_CHARS", "200",
              "Longest conversation title in characters");
   config.Add("max_system_prompt_bytes", "AICHAT_MAX_SYSTEM_PROMPT_BYTES", "32768",
@@ -36,6 +42,8 @@ absl::StatusOr<ConversationConfig> ReadSettings(const Config& config) {
   const int64_t grpc_limit = c.common.max_message_bytes;
   auto content = config.GetInt("max_content_bytes", 1, 64 << 20);
   if (!content.ok()) return content.status();
+  auto assistant = config.GetInt("max_assistant_content_bytes", 1, 64 << 20);
+  if (!assistant.ok()) return assistant.status();
   auto title = config.GetInt("max_title_chars", 1, 10000);
   if (!title.ok()) return title.status();
   auto prompt = config.GetInt("max_system_prompt_bytes", 1, 16 << 20);
@@ -48,13 +56,19 @@ absl::StatusOr<ConversationConfig> ReadSettings(const Config& config) {
   if (!append_rate.ok()) return append_rate.status();
   auto append_burst = config.GetInt("append_burst", 1, 1'000'000);
   if (!append_burst.ok()) return append_burst.status();
-  // An append carries one content; a ListConversations row a system prompt.
-  if (*content + kEnvelopeBytes > grpc_limit || *prompt + kEnvelopeBytes > grpc_limit) {
+  // Every response must hold the largest message with the system prompt (twice,
+  // in GetContext) and its framing: otherwise that message could never be read.
+  const int64_t largest_message = std::max(*content, *assistant);
+  const int64_t one_message_response = largest_message + 2 * *prompt + kMessageFramingBytes;
+  if (one_message_response + kEnvelopeBytes > grpc_limit) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "AICHAT_MAX_CONTENT_BYTES and AICHAT_MAX_SYSTEM_PROMPT_BYTES must stay at least ",
-        kEnvelopeBytes, " bytes under AICHAT_MAX_MESSAGE_BYTES (", grpc_limit, ")"));
+        "AICHAT_MAX_CONTENT_BYTES or AICHAT_MAX_ASSISTANT_CONTENT_BYTES (whichever is larger) "
+        "plus twice AICHAT_MAX_SYSTEM_PROMPT_BYTES must stay at least ",
+        kEnvelopeBytes + kMessageFramingBytes, " bytes under AICHAT_MAX_MESSAGE_BYTES (",
+        grpc_limit, ")"));
   }
   c.service.max_content_bytes = static_cast<size_t>(*content);
+  c.service.max_assistant_content_bytes = static_cast<size_t>(*assistant);
   c.service.max_title_chars = static_cast<size_t>(*title);
   c.service.max_system_prompt_bytes = static_cast<size_t>(*prompt);
   c.service.max_model_chars = static_cast<size_t>(*model);
@@ -63,7 +77,7 @@ absl::StatusOr<ConversationConfig> ReadSettings(const Config& config) {
   c.service.append_burst = static_cast<int>(*append_burst);
   // Contents per response: three quarters of the gRPC limit, at least one message.
   c.service.max_response_bytes =
-      static_cast<size_t>(std::max<int64_t>(grpc_limit * 3 / 4, *content + *prompt));
+      static_cast<size_t>(std::max<int64_t>(grpc_limit * 3 / 4, one_message_response));
   return c;
 }
 

@@ -227,7 +227,13 @@ grpc::ServerUnaryReactor* ConversationServiceImpl::AppendMessage(
       return absl::PermissionDeniedError(
           "only aichat services may append ASSISTANT or SYSTEM messages");
     }
-    if (auto st = CheckContent(req->content(), options_); !st.ok()) return st;
+    // An answer is saved whole: it has its own, larger limit.
+    if (auto st = m.role == MessageRole::kAssistant
+                      ? CheckAssistantContent(req->content(), options_)
+                      : CheckContent(req->content(), options_);
+        !st.ok()) {
+      return st;
+    }
     if (req->has_token_count()) {
       if (auto st = CheckTokenCount(req->token_count()); !st.ok()) return st;
       m.token_count = req->token_count();

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "services/conversation/conversation_checks.h"
 
 namespace aichat::conversation {
 
@@ -70,11 +71,6 @@ struct ConversationCursor {
   absl::Time updated_at;
   int64_t id = 0;
 };
-
-// What a message costs in a response beyond its content (ids, counts, times and
-// protobuf framing come to under 80 bytes), so that many small messages cannot
-// outgrow a byte budget that counted contents alone.
-inline constexpr int64_t kMessageFramingBytes = 96;
 
 // A page of ListMessages.
 struct MessagePage {

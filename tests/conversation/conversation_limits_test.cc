@@ -1,5 +1,6 @@
 // The conversation service's resource limits over real gRPC and PostgreSQL: reads
-// bounded by bytes in SQL, the context token cap, the users' append rate.
+// bounded by bytes in SQL, the context token cap, the users' append rate, the
+// content limits.
 #include <gtest/gtest.h>
 
 #include <climits>
@@ -164,6 +165,68 @@ TEST_F(AppendRateTest, UsersAreRefusedPastTheRateAndServicesAreNot) {
   EXPECT_TRUE(Append(bob_, 0, bobs.id(), v1::MESSAGE_ROLE_USER, "3", std::nullopt, &m).ok());
   EXPECT_EQ(Append(bob_, 0, bobs.id(), v1::MESSAGE_ROLE_USER, "4", std::nullopt, &m).error_code(),
             grpc::StatusCode::RESOURCE_EXHAUSTED);
+}
+
+// A complete answer longer than the users' content limit is saved whole.
+class ContentLimitTest : public ConversationFixture {
+ protected:
+  ConversationServiceOptions Options() const override {
+    ConversationServiceOptions o = ConversationFixture::Options();
+    o.max_content_bytes = 1000;
+    o.max_assistant_content_bytes = 5000;
+    return o;
+  }
+};
+
+TEST_F(ContentLimitTest, AssistantMessagesHaveTheirOwnLargerLimit) {
+  auto conv = MustCreate(alice_, "c");
+  v1::Message m;
+  ASSERT_TRUE(Append(service_token_, kAlice, conv.id(), v1::MESSAGE_ROLE_ASSISTANT,
+                     std::string(5000, 'a'), 9, &m)
+                  .ok());
+  EXPECT_EQ(m.content().size(), 5000u);
+  struct Refused {
+    v1::MessageRole role;
+    size_t bytes;
+  };
+  for (auto [role, bytes] :
+       {Refused{v1::MESSAGE_ROLE_ASSISTANT, 5001}, Refused{v1::MESSAGE_ROLE_USER, 1001},
+        Refused{v1::MESSAGE_ROLE_SYSTEM, 1001}}) {
+    auto st = Append(service_token_, kAlice, conv.id(), role, std::string(bytes, 'a'), 9, &m);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << role;
+    EXPECT_NE(st.error_message().find("content"), std::string::npos) << st.error_message();
+  }
+  EXPECT_EQ(Count("messages"), 1);
+}
+
+class DefaultLimitsTest : public ConversationFixture {};
+
+// With the defaults: a 3 MiB answer is saved, listed and in the context.
+TEST_F(DefaultLimitsTest, AThreeMebibyteAnswerIsSavedAndReadBackWhole) {
+  const ConversationServiceOptions o = Options();
+  ASSERT_GT(o.max_assistant_content_bytes, o.max_content_bytes);
+  auto conv = MustCreate(alice_, "long answer", std::string(o.max_system_prompt_bytes, 's'));
+  MustAppend(alice_, conv.id(), "write me a long story");
+  const std::string answer(o.max_assistant_content_bytes, 'w');
+  auto saved = MustAppendAssistant(kAlice, conv.id(), answer, 700000);
+  ASSERT_EQ(saved.position(), 2);
+
+  std::vector<std::string> contents;
+  std::string token;
+  do {
+    v1::ListMessagesResponse list;
+    ASSERT_TRUE(ListMessages(alice_, conv.id(), 500, token, &list).ok());
+    for (const auto& m : list.messages()) contents.push_back(m.content());
+    token = list.next_page_token();
+  } while (!token.empty() && contents.size() < 10);
+  ASSERT_EQ(contents.size(), 2u);
+  EXPECT_EQ(contents[1], answer);
+
+  // The largest answer fits a context even beside the largest system prompt.
+  v1::GetContextResponse ctx;
+  ASSERT_TRUE(Context(service_token_, conv.id(), 1000000, &ctx, kAlice).ok());
+  ASSERT_GE(ctx.messages_size(), 1);
+  EXPECT_EQ(ctx.messages(ctx.messages_size() - 1).content(), answer);
 }
 
 }  // namespace
