@@ -256,6 +256,16 @@ grpc::ServerUnaryReactor* ConversationServiceImpl::AppendMessage(
     if (req->has_token_count() && !caller->is_service()) {
       return absl::PermissionDeniedError("token_count may only be set by aichat services");
     }
+    // A prompt's messages and replacements are the ai-agent's: a user's prompt_id
+    // would take the slot of a future turn's message (a retried append returns
+    // the message already there) and let a retract of that turn delete it; a
+    // user's replaces_message_id would hide any message from every context.
+    if (req->has_prompt_id() && !caller->is_service()) {
+      return absl::PermissionDeniedError("prompt_id may only be set by aichat services");
+    }
+    if (req->has_replaces_message_id() && !caller->is_service()) {
+      return absl::PermissionDeniedError("replaces_message_id may only be set by aichat services");
+    }
     // Counted once the request is known to be valid: a refused one writes nothing.
     if (!caller->is_service()) {
       if (auto st = append_limiter_.Admit(caller->user_id); !st.ok()) return st;

@@ -783,6 +783,43 @@ TEST_F(ConversationServiceTest, OnlyServicesSetTokenCounts) {
   EXPECT_EQ(out.token_count(), 3);
 }
 
+// A user's prompt_id would claim a future turn's message slot (and be removed
+// by that turn's retract); a user's replaces_message_id would hide any message
+// from the context. Both are the ai-agent's.
+TEST_F(ConversationServiceTest, OnlyServicesSetPromptIdOrReplacesMessageId) {
+  auto conv = MustCreate(alice_, "ids");
+  auto first = MustAppend(alice_, conv.id(), "first");
+  v1::AppendMessageRequest req;
+  req.set_conversation_id(conv.id());
+  req.set_role(v1::MESSAGE_ROLE_USER);
+  req.set_content("sneaky");
+  req.set_prompt_id(4242);
+  v1::Message out;
+  auto st = stub_->AppendMessage(Ctx(alice_).get(), req, &out);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_NE(st.error_message().find("prompt_id"), std::string::npos) << st.error_message();
+  req.clear_prompt_id();
+  req.set_replaces_message_id(first.id());
+  st = stub_->AppendMessage(Ctx(alice_).get(), req, &out);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_NE(st.error_message().find("replaces_message_id"), std::string::npos)
+      << st.error_message();
+  // Nothing written, nothing superseded.
+  EXPECT_EQ(Count("messages"), 1);
+  v1::GetContextResponse ctx;
+  ASSERT_TRUE(Context(alice_, conv.id(), 1000, &ctx).ok());
+  ASSERT_EQ(ctx.messages_size(), 1);
+  EXPECT_EQ(ctx.messages(0).id(), first.id());
+
+  // The agent's turn still sets both.
+  req.set_prompt_id(4242);
+  ASSERT_TRUE(stub_->AppendMessage(Ctx(service_token_, kAlice).get(), req, &out).ok());
+  EXPECT_EQ(out.prompt_id(), 4242);
+  ASSERT_TRUE(Context(alice_, conv.id(), 1000, &ctx).ok());
+  ASSERT_EQ(ctx.messages_size(), 1);
+  EXPECT_EQ(ctx.messages(0).id(), out.id());
+}
+
 }  // namespace
 }  // namespace aichat::conversation
 
