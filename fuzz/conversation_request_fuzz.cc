@@ -1,7 +1,8 @@
 // libFuzzer target for the conversation service's request checks
 // (services/conversation/conversation_checks.h), what CreateConversation,
-// UpdateConversation and AppendMessage run before anything is written, under limits
-// the input chooses; and the token estimate GetContext relies on.
+// UpdateConversation and AppendMessage (USER and ASSISTANT contents) run before
+// anything is written, under limits the input chooses; and the token estimate
+// GetContext relies on.
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <algorithm>
@@ -23,6 +24,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   o.max_model_chars = in.ConsumeIntegralInRange<size_t>(0, 64);
   o.max_system_prompt_bytes = in.ConsumeIntegralInRange<size_t>(0, 512);
   o.max_content_bytes = in.ConsumeIntegralInRange<size_t>(0, 2048);
+  o.max_assistant_content_bytes = in.ConsumeIntegralInRange<size_t>(0, 4096);
   int64_t token_count = in.ConsumeIntegral<int64_t>();
   std::string title = in.ConsumeRandomLengthString(300);
   std::string model = in.ConsumeRandomLengthString(100);
@@ -39,6 +41,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                  IsCleanText(system_prompt, o.max_system_prompt_bytes), "system_prompt");
   RequireVerdict(conv::CheckContent(content, o),
                  !content.empty() && IsCleanText(content, o.max_content_bytes), "content");
+  RequireVerdict(conv::CheckAssistantContent(content, o),
+                 !content.empty() && IsCleanText(content, o.max_assistant_content_bytes),
+                 "content");
   RequireVerdict(conv::CheckTokenCount(token_count),
                  token_count >= 0 && token_count <= conv::kMaxMessageTokens, "token_count");
 

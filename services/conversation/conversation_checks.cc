@@ -39,6 +39,10 @@ absl::Status CheckContent(std::string_view content, const ConversationServiceOpt
   return CheckText("content", content, o.max_content_bytes, true);
 }
 
+absl::Status CheckAssistantContent(std::string_view content, const ConversationServiceOptions& o) {
+  return CheckText("content", content, o.max_assistant_content_bytes, true);
+}
+
 absl::Status CheckTokenCount(int64_t token_count) {
   if (token_count < 0 || token_count > kMaxMessageTokens) {
     return absl::InvalidArgumentError(

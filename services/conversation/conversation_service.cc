@@ -1,5 +1,7 @@
 #include "services/conversation/conversation_service.h"
 
+#include <algorithm>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/page_token.h"
@@ -62,7 +64,11 @@ absl::StatusOr<int64_t> ParseInt(const std::string& s) {
 ConversationServiceImpl::ConversationServiceImpl(ConversationStore* store,
                                                  const Authenticator* auth, WorkerPool* pool,
                                                  ConversationServiceOptions options)
-    : store_(store), auth_(auth), pool_(pool), options_(options) {}
+    : store_(store),
+      auth_(auth),
+      pool_(pool),
+      options_(options),
+      append_limiter_(options.append_rate_per_minute, options.append_burst) {}
 
 absl::StatusOr<Caller> ConversationServiceImpl::Authorize(grpc::CallbackServerContext* ctx) const {
   auto caller = auth_->Authenticate(*ctx);
@@ -221,7 +227,13 @@ grpc::ServerUnaryReactor* ConversationServiceImpl::AppendMessage(
       return absl::PermissionDeniedError(
           "only aichat services may append ASSISTANT or SYSTEM messages");
     }
-    if (auto st = CheckContent(req->content(), options_); !st.ok()) return st;
+    // An answer is saved whole: it has its own, larger limit.
+    if (auto st = m.role == MessageRole::kAssistant
+                      ? CheckAssistantContent(req->content(), options_)
+                      : CheckContent(req->content(), options_);
+        !st.ok()) {
+      return st;
+    }
     if (req->has_token_count()) {
       if (auto st = CheckTokenCount(req->token_count()); !st.ok()) return st;
       m.token_count = req->token_count();
@@ -243,6 +255,20 @@ grpc::ServerUnaryReactor* ConversationServiceImpl::AppendMessage(
     // declare their own messages free would reserve nothing.
     if (req->has_token_count() && !caller->is_service()) {
       return absl::PermissionDeniedError("token_count may only be set by aichat services");
+    }
+    // A prompt's messages and replacements are the ai-agent's: a user's prompt_id
+    // would take the slot of a future turn's message (a retried append returns
+    // the message already there) and let a retract of that turn delete it; a
+    // user's replaces_message_id would hide any message from every context.
+    if (req->has_prompt_id() && !caller->is_service()) {
+      return absl::PermissionDeniedError("prompt_id may only be set by aichat services");
+    }
+    if (req->has_replaces_message_id() && !caller->is_service()) {
+      return absl::PermissionDeniedError("replaces_message_id may only be set by aichat services");
+    }
+    // Counted once the request is known to be valid: a refused one writes nothing.
+    if (!caller->is_service()) {
+      if (auto st = append_limiter_.Admit(caller->user_id); !st.ok()) return st;
     }
     m.content = req->content();
     auto rec = store_->AppendMessage(caller->user_id, req->conversation_id(), m);
@@ -274,18 +300,14 @@ grpc::ServerUnaryReactor* ConversationServiceImpl::ListMessages(grpc::CallbackSe
       }
       after = *pos;
     }
-    auto rows = store_->ListMessages(caller->user_id, req->conversation_id(), after, *size + 1);
-    if (!rows.ok()) return rows.status();
-    bool more = static_cast<int>(rows->size()) > *size;
-    if (more) rows->pop_back();
-    size_t bytes = 0;
+    // The store ends the page early when the contents reach the response budget
+    // and reads no content past it.
+    auto page = store_->ListMessages(caller->user_id, req->conversation_id(), after, *size,
+                                     options_.max_response_bytes);
+    if (!page.ok()) return page.status();
+    const bool more = page->more;
     int64_t last = 0;
-    for (auto& m : *rows) {
-      if (last != 0 && bytes + m.content.size() > options_.max_response_bytes) {
-        more = true;  // a shorter page; the next one starts here
-        break;
-      }
-      bytes += m.content.size();
+    for (auto& m : page->messages) {
       last = m.position;
       ToProto(std::move(m), resp->add_messages());
     }
@@ -305,15 +327,38 @@ grpc::ServerUnaryReactor* ConversationServiceImpl::GetContext(grpc::CallbackServ
     if (!caller.ok()) return caller.status();
     if (auto st = CheckId("conversation_id", req->conversation_id()); !st.ok()) return st;
     if (req->max_tokens() < 1) return absl::InvalidArgumentError("max_tokens must be at least 1");
-    auto window = store_->GetContext(caller->user_id, req->conversation_id(), req->max_tokens(),
+    // No model has a larger window: a bigger request is served as the largest.
+    const int64_t max_tokens = std::min<int64_t>(req->max_tokens(), options_.max_context_tokens);
+    auto window = store_->GetContext(caller->user_id, req->conversation_id(), max_tokens,
                                      options_.max_response_bytes);
     if (!window.ok()) return window.status();
-    resp->set_system_prompt(std::move(window->system_prompt));
-    resp->set_system_prompt_tokens(window->system_prompt_tokens);
+    resp->set_system_prompt(window->conversation.system_prompt);
+    resp->set_system_prompt_tokens(window->conversation.system_prompt_tokens);
+    ToProto(window->conversation, resp->mutable_conversation());
     // Never above max_tokens except when the system prompt alone is larger.
     resp->set_token_count(static_cast<int32_t>(window->token_count));
     resp->set_truncated(window->truncated);
     for (auto& m : window->messages) ToProto(std::move(m), resp->add_messages());
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* ConversationServiceImpl::RetractMessage(
+    grpc::CallbackServerContext* ctx, const v1::RetractMessageRequest* req,
+    v1::RetractMessageResponse* resp) {
+  return RunUnary(ctx, *pool_, [this, ctx, req, resp]() -> absl::Status {
+    auto caller = Authorize(ctx);
+    if (!caller.ok()) return caller.status();
+    // Undoing a turn's user message is the ai-agent's step, as writing it was.
+    if (!caller->is_service()) {
+      return absl::PermissionDeniedError("only aichat services may retract messages");
+    }
+    if (auto st = CheckId("conversation_id", req->conversation_id()); !st.ok()) return st;
+    if (auto st = CheckId("prompt_id", req->prompt_id()); !st.ok()) return st;
+    auto removed =
+        store_->RetractMessage(caller->user_id, req->conversation_id(), req->prompt_id());
+    if (!removed.ok()) return removed.status();
+    resp->set_removed(*removed);
     return absl::OkStatus();
   });
 }

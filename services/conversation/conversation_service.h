@@ -10,6 +10,7 @@
 #include "aichat/conversation/v1/conversation.grpc.pb.h"
 #include "common/auth.h"
 #include "common/worker_pool.h"
+#include "services/conversation/append_rate_limiter.h"
 #include "services/conversation/conversation_checks.h"
 #include "services/conversation/conversation_store.h"
 
@@ -44,6 +45,9 @@ class ConversationServiceImpl final : public v1::ConversationService::CallbackSe
   grpc::ServerUnaryReactor* GetContext(grpc::CallbackServerContext* ctx,
                                        const v1::GetContextRequest* req,
                                        v1::GetContextResponse* resp) override;
+  grpc::ServerUnaryReactor* RetractMessage(grpc::CallbackServerContext* ctx,
+                                           const v1::RetractMessageRequest* req,
+                                           v1::RetractMessageResponse* resp) override;
 
  private:
   // The user the call acts for; PERMISSION_DENIED for a service token that names none.
@@ -53,6 +57,7 @@ class ConversationServiceImpl final : public v1::ConversationService::CallbackSe
   const Authenticator* auth_;
   WorkerPool* pool_;
   ConversationServiceOptions options_;
+  AppendRateLimiter append_limiter_;  // USER appends by users
 };
 
 }  // namespace aichat::conversation

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "services/conversation/conversation_checks.h"
 
 namespace aichat::conversation {
 
@@ -71,9 +72,14 @@ struct ConversationCursor {
   int64_t id = 0;
 };
 
+// A page of ListMessages.
+struct MessagePage {
+  std::vector<MessageRecord> messages;  // oldest first
+  bool more = false;                    // later messages exist
+};
+
 struct ContextWindow {
-  std::string system_prompt;
-  int32_t system_prompt_tokens = 0;
+  ConversationRecord conversation;      // system prompt and its tokens included
   std::vector<MessageRecord> messages;  // oldest first
   int64_t token_count = 0;              // system prompt + messages
   bool truncated = false;               // older live messages were left out
@@ -100,19 +106,28 @@ class ConversationStore {
   // superseded. The returned record's content is left empty (the caller has it).
   virtual absl::StatusOr<MessageRecord> AppendMessage(int64_t user_id, int64_t conversation_id,
                                                       const NewMessage& m) = 0;
-  // Messages with position > after_position, oldest first.
-  virtual absl::StatusOr<std::vector<MessageRecord>> ListMessages(int64_t user_id,
-                                                                  int64_t conversation_id,
-                                                                  int64_t after_position,
-                                                                  int limit) = 0;
-  // The system prompt and the newest live (not superseded) messages whose tokens
-  // fit in max_tokens and whose contents fit in max_bytes, oldest first. The
-  // window is contiguous: it stops at the first message (going back) that does
-  // not fit, and `truncated` says older live messages exist. When the system
-  // prompt alone exceeds max_tokens, the prompt comes back with no messages and
-  // token_count = its tokens (> max_tokens): the caller decides what to do.
+  // Up to `limit` messages with position > after_position, oldest first, whose
+  // contents plus kMessageFramingBytes each add up to at most max_bytes; the
+  // first one comes back even when it alone is larger. Contents past the page
+  // are never read.
+  virtual absl::StatusOr<MessagePage> ListMessages(int64_t user_id, int64_t conversation_id,
+                                                   int64_t after_position, int limit,
+                                                   size_t max_bytes) = 0;
+  // The conversation and the newest live (not superseded) messages whose tokens
+  // fit in max_tokens (with the system prompt's) and whose contents fit in
+  // max_bytes (with the system prompt twice, as the response carries it, and
+  // kMessageFramingBytes each), oldest first. The window is contiguous: it stops
+  // at the first message (going back) that does not fit, and `truncated` says
+  // older live messages exist. When the system prompt alone exceeds max_tokens,
+  // the prompt comes back with no messages and token_count = its tokens
+  // (> max_tokens): the caller decides what to do.
   virtual absl::StatusOr<ContextWindow> GetContext(int64_t user_id, int64_t conversation_id,
                                                    int64_t max_tokens, size_t max_bytes) = 0;
+  // Deletes the USER message of `prompt_id` and takes it off message_count; the
+  // other messages keep their positions. False when there is none; NOT_FOUND for
+  // a conversation that is not the user's.
+  virtual absl::StatusOr<bool> RetractMessage(int64_t user_id, int64_t conversation_id,
+                                              int64_t prompt_id) = 0;
 };
 
 }  // namespace aichat::conversation

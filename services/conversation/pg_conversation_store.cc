@@ -1,15 +1,9 @@
 #include "services/conversation/pg_conversation_store.h"
 
-#include <algorithm>
-#include <limits>
-
 namespace aichat::conversation {
 
-// Reads only messages_context_idx (an index-only scan once the table is vacuumed).
-const char kContextScanSql[] =
-    "SELECT position, token_count FROM messages "
-    "WHERE conversation_id = $1 AND NOT superseded AND position < $2 "
-    "ORDER BY position DESC LIMIT $3";
+// One round trip: ownership, the conversation and the window (migration 003).
+const char kContextSql[] = "SELECT * FROM conversation_context($1, $2, $3, $4, $5)";
 
 namespace {
 
@@ -70,26 +64,39 @@ constexpr char kSupersede[] =
 constexpr char kMessageSuperseded[] =
     "SELECT superseded FROM messages WHERE id = $1 AND conversation_id = $2";
 
-// The conversation row decides NOT_FOUND; the lateral page may be empty.
+// One statement. `c` proves ownership and locks the conversation row before the
+// DELETE (whose InitPlan reads it), the order an append takes its locks in, so
+// a retract and an append of the same conversation cannot deadlock; `u` keeps
+// message_count in step. At most one USER message per prompt (migration 002).
+constexpr char kRetractMessage[] =
+    "WITH c AS (SELECT id FROM conversations WHERE id = $1 AND user_id = $2 FOR UPDATE), "
+    "d AS (DELETE FROM messages WHERE conversation_id = (SELECT id FROM c) "
+    "  AND prompt_id = $3 AND role = 'user' RETURNING id), "
+    "u AS (UPDATE conversations SET message_count = message_count - 1 "
+    "  WHERE id = (SELECT id FROM c) AND EXISTS (SELECT 1 FROM d) RETURNING id) "
+    "SELECT EXISTS (SELECT 1 FROM c), EXISTS (SELECT 1 FROM u)";
+
+// The page is decided before any content is read: `page` walks at most
+// limit + 1 rows of positions and sizes (no contents) with a running sum;
+// `bounds` keeps the prefix that fits $5 bytes ($6 framing bytes per message;
+// the first row always) and says whether rows follow it; then only that range's
+// contents are read. The conversation row decides NOT_FOUND; the lateral page
+// may be empty.
 constexpr char kListMessages[] =
-    "SELECT m.id, m.conversation_id, m.role, m.content, m.token_count, "
-    "m.token_count_estimated, m.prompt_id, m.position, m.superseded, m.created_at "
-    "FROM conversations c LEFT JOIN LATERAL ("
+    "WITH page AS ("
+    "  SELECT position, row_number() OVER w AS n, sum(content_bytes + $6) OVER w AS bytes "
+    "  FROM messages WHERE conversation_id = $1 AND position > $3 "
+    "  WINDOW w AS (ORDER BY position ROWS UNBOUNDED PRECEDING) "
+    "  ORDER BY position LIMIT $4::integer + 1), "
+    "bounds AS ("
+    "  SELECT max(position) FILTER (WHERE n <= $4 AND (n = 1 OR bytes <= $5)) AS last, "
+    "    COALESCE(bool_or(n > $4 OR (n > 1 AND bytes > $5)), false) AS more FROM page) "
+    "SELECT b.more, m.id, m.conversation_id, m.role, m.content, m.token_count, "
+    "  m.token_count_estimated, m.prompt_id, m.position, m.superseded, m.created_at "
+    "FROM conversations c CROSS JOIN bounds b LEFT JOIN LATERAL ("
     "  SELECT * FROM messages WHERE conversation_id = c.id AND position > $3 "
-    "  ORDER BY position LIMIT $4) m ON true "
-    "WHERE c.id = $1 AND c.user_id = $2";
-
-constexpr char kContextConversation[] =
-    "SELECT system_prompt, system_prompt_tokens FROM conversations "
-    "WHERE id = $1 AND user_id = $2";
-constexpr char kContextFetch[] =
-    "SELECT id, conversation_id, role, content, token_count, token_count_estimated, prompt_id, "
-    "position, superseded, created_at FROM messages "
-    "WHERE conversation_id = $1 AND position >= $2 AND position <= $3 AND NOT superseded "
-    "ORDER BY position DESC";
-
-constexpr int kMinScanBatch = 64;
-constexpr int kMaxScanBatch = 4096;
+    "    AND position <= b.last) m ON true "
+    "WHERE c.id = $1 AND c.user_id = $2 ORDER BY m.position";
 
 const char* RoleText(MessageRole r) {
   switch (r) {
@@ -109,34 +116,44 @@ MessageRole ParseRoleText(std::string_view s) {
   return MessageRole::kUser;
 }
 
-ConversationRecord ReadConversation(const PgResult& r, int row) {
+// The columns id, user_id, title, model, system_prompt, system_prompt_tokens,
+// message_count, created_at, updated_at from column `first` on.
+ConversationRecord ReadConversation(const PgResult& r, int row, int first = 0) {
   ConversationRecord c;
-  c.id = r.Int(row, 0);
-  c.user_id = r.Int(row, 1);
-  c.title = r.String(row, 2);
-  c.model = r.String(row, 3);
-  c.system_prompt = r.String(row, 4);
-  c.system_prompt_tokens = static_cast<int32_t>(r.Int(row, 5));
-  c.message_count = r.Int(row, 6);
-  c.created_at = r.Time(row, 7);
-  c.updated_at = r.Time(row, 8);
+  c.id = r.Int(row, first);
+  c.user_id = r.Int(row, first + 1);
+  c.title = r.String(row, first + 2);
+  c.model = r.String(row, first + 3);
+  c.system_prompt = r.String(row, first + 4);
+  c.system_prompt_tokens = static_cast<int32_t>(r.Int(row, first + 5));
+  c.message_count = r.Int(row, first + 6);
+  c.created_at = r.Time(row, first + 7);
+  c.updated_at = r.Time(row, first + 8);
   return c;
 }
 
-MessageRecord ReadMessage(const PgResult& r, int row) {
+// The columns id, conversation_id, role, content, token_count,
+// token_count_estimated, prompt_id, position, superseded, created_at from column
+// `first` on.
+MessageRecord ReadMessage(const PgResult& r, int row, int first = 0) {
   MessageRecord m;
-  m.id = r.Int(row, 0);
-  m.conversation_id = r.Int(row, 1);
-  m.role = ParseRoleText(r.Text(row, 2));
-  m.content = r.String(row, 3);
-  m.token_count = static_cast<int32_t>(r.Int(row, 4));
-  m.token_count_estimated = r.Bool(row, 5);
-  m.prompt_id = r.Int(row, 6);
-  m.position = r.Int(row, 7);
-  m.superseded = r.Bool(row, 8);
-  m.created_at = r.Time(row, 9);
+  m.id = r.Int(row, first);
+  m.conversation_id = r.Int(row, first + 1);
+  m.role = ParseRoleText(r.Text(row, first + 2));
+  m.content = r.String(row, first + 3);
+  m.token_count = static_cast<int32_t>(r.Int(row, first + 4));
+  m.token_count_estimated = r.Bool(row, first + 5);
+  m.prompt_id = r.Int(row, first + 6);
+  m.position = r.Int(row, first + 7);
+  m.superseded = r.Bool(row, first + 8);
+  m.created_at = r.Time(row, first + 9);
   return m;
 }
+
+// conversation_context's columns: is_message, truncated, the conversation's, the message's.
+constexpr int kContextTruncatedCol = 1;
+constexpr int kContextConversationCol = 2;
+constexpr int kContextMessageCol = 11;
 
 absl::StatusOr<ConversationRecord> OneConversation(absl::StatusOr<PgResult> r) {
   if (!r.ok()) return r.status();
@@ -190,7 +207,8 @@ absl::StatusOr<MessageRecord> PgConversationStore::AppendMessage(int64_t user_id
   auto appended = AppendOnce(user_id, conversation_id, m);
   if (!absl::IsAlreadyExists(appended.status()) || !m.prompt_id.has_value()) return appended;
   // A retry of an append that already happened: answer with that message.
-  auto r = pool_->Exec(kMessageOfPrompt, {conversation_id, user_id, *m.prompt_id, RoleText(m.role)});
+  auto r =
+      pool_->Exec(kMessageOfPrompt, {conversation_id, user_id, *m.prompt_id, RoleText(m.role)});
   if (!r.ok()) return r.status();
   if (r->rows() == 0) return appended.status();
   return ReadMessage(*r, 0);
@@ -233,95 +251,50 @@ absl::StatusOr<MessageRecord> PgConversationStore::AppendOnce(int64_t user_id,
   return out;
 }
 
-absl::StatusOr<std::vector<MessageRecord>> PgConversationStore::ListMessages(
-    int64_t user_id, int64_t conversation_id, int64_t after_position, int limit) {
-  auto r = pool_->Exec(kListMessages, {conversation_id, user_id, after_position, limit});
+absl::StatusOr<MessagePage> PgConversationStore::ListMessages(int64_t user_id,
+                                                              int64_t conversation_id,
+                                                              int64_t after_position, int limit,
+                                                              size_t max_bytes) {
+  auto r = pool_->Exec(kListMessages, {conversation_id, user_id, after_position, limit,
+                                       static_cast<int64_t>(max_bytes), kMessageFramingBytes});
   if (!r.ok()) return r.status();
   if (r->rows() == 0) return absl::NotFoundError(kNotFound);
-  std::vector<MessageRecord> out;
-  out.reserve(r->rows());
+  MessagePage page;
+  page.more = r->Bool(0, 0);
+  page.messages.reserve(r->rows());
   for (int i = 0; i < r->rows(); ++i) {
-    if (r->IsNull(i, 0)) continue;  // the conversation has no messages on this page
-    out.push_back(ReadMessage(*r, i));
+    if (r->IsNull(i, 1)) continue;  // the conversation has no messages on this page
+    page.messages.push_back(ReadMessage(*r, i, 1));
   }
-  std::sort(out.begin(), out.end(),
-            [](const MessageRecord& a, const MessageRecord& b) { return a.position < b.position; });
-  return out;
+  return page;
 }
 
 absl::StatusOr<ContextWindow> PgConversationStore::GetContext(int64_t user_id,
                                                               int64_t conversation_id,
                                                               int64_t max_tokens,
                                                               size_t max_bytes) {
+  auto r = pool_->Exec(kContextSql, {conversation_id, user_id, max_tokens,
+                                     static_cast<int64_t>(max_bytes), kMessageFramingBytes});
+  if (!r.ok()) return r.status();
+  if (r->rows() == 0) return absl::NotFoundError(kNotFound);
   ContextWindow out;
-  absl::Status st = pool_->Transaction([&](PgConn& conn) -> absl::Status {
-    out = ContextWindow{};
-    if (auto s = conn.ExecScript("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
-        !s.ok()) {
-      return s;
-    }
-    auto conv = conn.Exec(kContextConversation, {conversation_id, user_id});
-    if (!conv.ok()) return conv.status();
-    if (conv->rows() == 0) return absl::NotFoundError(kNotFound);
-    out.system_prompt = conv->String(0, 0);
-    out.system_prompt_tokens = static_cast<int32_t>(conv->Int(0, 1));
-    out.token_count = out.system_prompt_tokens;
-
-    // Walk backwards from the newest live message while the tokens fit.
-    const int64_t budget = max_tokens - out.system_prompt_tokens;
-    int64_t used = 0;
-    int64_t lowest = 0;   // oldest position that fits
-    int64_t highest = 0;  // newest position that fits
-    int64_t before = std::numeric_limits<int64_t>::max();
-    // Sized so a typical window (messages of 16+ tokens) needs one batch.
-    int batch =
-        static_cast<int>(std::clamp<int64_t>(budget / 16 + 1, kMinScanBatch, kMaxScanBatch));
-    bool done = false;
-    while (!done) {
-      // When even the system prompt does not fit, one row tells whether anything
-      // was left out.
-      const int limit = budget < 0 ? 1 : batch;
-      auto scan = conn.Exec(kContextScanSql, {conversation_id, before, limit});
-      if (!scan.ok()) return scan.status();
-      for (int i = 0; i < scan->rows(); ++i) {
-        const int64_t tokens = scan->Int(i, 1);
-        if (budget < 0 || used + tokens > budget) {
-          out.truncated = true;
-          done = true;
-          break;
-        }
-        used += tokens;
-        lowest = scan->Int(i, 0);
-        if (highest == 0) highest = lowest;
-      }
-      if (scan->rows() < limit) done = true;
-      if (!done) {
-        before = scan->Int(scan->rows() - 1, 0);
-        batch = std::min(batch * 2, kMaxScanBatch);
-      }
-    }
-    if (highest == 0) return absl::OkStatus();
-
-    auto rows = conn.Exec(kContextFetch, {conversation_id, lowest, highest});
-    if (!rows.ok()) return rows.status();
-    size_t bytes = out.system_prompt.size();
-    for (int i = 0; i < rows->rows(); ++i) {
-      MessageRecord m = ReadMessage(*rows, i);
-      // The response must stay under the gRPC message limit: a few huge messages
-      // with small token counts are left out like messages over the token budget.
-      if (bytes + m.content.size() > max_bytes) {
-        out.truncated = true;
-        break;
-      }
-      bytes += m.content.size();
-      out.token_count += m.token_count;
-      out.messages.push_back(std::move(m));
-    }
-    std::reverse(out.messages.begin(), out.messages.end());
-    return absl::OkStatus();
-  });
-  if (!st.ok()) return st;
+  out.conversation = ReadConversation(*r, 0, kContextConversationCol);
+  out.truncated = r->Bool(0, kContextTruncatedCol);
+  out.token_count = out.conversation.system_prompt_tokens;
+  out.messages.reserve(r->rows() - 1);
+  for (int i = 1; i < r->rows(); ++i) {
+    out.messages.push_back(ReadMessage(*r, i, kContextMessageCol));
+    out.token_count += out.messages.back().token_count;
+  }
   return out;
+}
+
+absl::StatusOr<bool> PgConversationStore::RetractMessage(int64_t user_id, int64_t conversation_id,
+                                                         int64_t prompt_id) {
+  auto r = pool_->Exec(kRetractMessage, {conversation_id, user_id, prompt_id});
+  if (!r.ok()) return r.status();
+  if (!r->Bool(0, 0)) return absl::NotFoundError(kNotFound);
+  return r->Bool(0, 1);
 }
 
 }  // namespace aichat::conversation

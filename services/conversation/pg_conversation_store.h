@@ -1,10 +1,11 @@
 // ConversationStore on PostgreSQL.
 //
-// GetContext never reads a conversation's whole history: it walks
-// messages_context_idx backwards (position and token count only, in growing
-// batches) until the budget is spent, then fetches the contents of just the
-// messages that fit. All reads run in one REPEATABLE READ READ ONLY transaction,
-// so the walk and the fetch see the same snapshot.
+// GetContext is one round trip to conversation_context() (migration 003), which
+// walks messages_window_idx backwards (position, tokens and bytes only) until a
+// budget is spent, then reads the contents of just the messages that fit; it
+// never reads a conversation's whole history for a small window. ListMessages
+// likewise decides the page from positions and sizes (a running sum) and reads
+// the contents of that page alone.
 #pragma once
 
 #include "common/pg.h"
@@ -12,9 +13,9 @@
 
 namespace aichat::conversation {
 
-// The statement GetContext runs per batch ($1 conversation id, $2 exclusive upper
-// position bound, $3 batch size); exposed so a test can EXPLAIN it.
-extern const char kContextScanSql[];
+// The statement GetContext runs ($1 conversation id, $2 user id, $3 max tokens,
+// $4 max bytes, $5 framing bytes per message); exposed so a test can measure it.
+extern const char kContextSql[];
 
 class PgConversationStore : public ConversationStore {
  public:
@@ -30,11 +31,13 @@ class PgConversationStore : public ConversationStore {
   absl::Status DeleteConversation(int64_t user_id, int64_t id) override;
   absl::StatusOr<MessageRecord> AppendMessage(int64_t user_id, int64_t conversation_id,
                                               const NewMessage& m) override;
-  absl::StatusOr<std::vector<MessageRecord>> ListMessages(int64_t user_id, int64_t conversation_id,
-                                                          int64_t after_position,
-                                                          int limit) override;
+  absl::StatusOr<MessagePage> ListMessages(int64_t user_id, int64_t conversation_id,
+                                           int64_t after_position, int limit,
+                                           size_t max_bytes) override;
   absl::StatusOr<ContextWindow> GetContext(int64_t user_id, int64_t conversation_id,
                                            int64_t max_tokens, size_t max_bytes) override;
+  absl::StatusOr<bool> RetractMessage(int64_t user_id, int64_t conversation_id,
+                                      int64_t prompt_id) override;
 
  private:
   absl::StatusOr<MessageRecord> AppendOnce(int64_t user_id, int64_t conversation_id,

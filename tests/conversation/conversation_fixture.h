@@ -25,7 +25,13 @@ class ConversationFixture : public ::testing::Test {
   static constexpr int64_t kAlice = 101;
   static constexpr int64_t kBob = 202;
 
-  virtual ConversationServiceOptions Options() const { return {}; }
+  // The defaults, but no append rate: tests append faster than users may.
+  // Tests of the rate set their own.
+  virtual ConversationServiceOptions Options() const {
+    ConversationServiceOptions o;
+    o.append_rate_per_minute = 0;
+    return o;
+  }
 
   void SetUp() override {
     PgPoolOptions opts;

@@ -256,6 +256,13 @@ TEST_F(ConversationServiceTest, IdorMatrixAnswersNotFoundLikeAMissingId) {
     gc.set_max_tokens(1000);
     v1::GetContextResponse gcr;
     out.push_back(stub_->GetContext(Ctx(token, acting).get(), gc, &gcr));
+    if (acting > 0) {
+      v1::RetractMessageRequest rm;
+      rm.set_conversation_id(id);
+      rm.set_prompt_id(1);
+      v1::RetractMessageResponse rmr;
+      out.push_back(stub_->RetractMessage(Ctx(token, acting).get(), rm, &rmr));
+    }
     v1::DeleteConversationRequest del;
     del.set_id(id);
     v1::DeleteConversationResponse dr;
@@ -401,6 +408,31 @@ TEST_F(ConversationServiceTest, GetContextAtExactTokenBoundaries) {
   EXPECT_EQ(all.messages(1).content(), "two");
   EXPECT_EQ(all.messages(1).role(), v1::MESSAGE_ROLE_ASSISTANT);
   EXPECT_EQ(all.messages(2).content(), "three");
+}
+
+// The agent's turn reads ownership, settings and context in one call.
+TEST_F(ConversationServiceTest, GetContextReturnsTheConversation) {
+  auto conv = MustCreate(alice_, "settings", std::string("Be brief."));
+  v1::UpdateConversationRequest upd;
+  upd.set_id(conv.id());
+  upd.set_model("gpt-4o-mini");
+  v1::Conversation updated;
+  ASSERT_TRUE(stub_->UpdateConversation(Ctx(alice_).get(), upd, &updated).ok());
+  MustAppend(alice_, conv.id(), "one", 3);
+  MustAppendAssistant(kAlice, conv.id(), "two", 4);
+
+  v1::GetConversationRequest get;
+  get.set_id(conv.id());
+  v1::Conversation stored;
+  ASSERT_TRUE(stub_->GetConversation(Ctx(alice_).get(), get, &stored).ok());
+  ASSERT_EQ(stored.message_count(), 2);
+  for (int32_t max_tokens : {1, 1000}) {  // with and without a window
+    v1::GetContextResponse resp;
+    ASSERT_TRUE(Context(service_token_, conv.id(), max_tokens, &resp, kAlice).ok());
+    EXPECT_EQ(resp.conversation().SerializeAsString(), stored.SerializeAsString());
+    EXPECT_EQ(resp.conversation().model(), "gpt-4o-mini");
+    EXPECT_EQ(resp.system_prompt(), "Be brief.");
+  }
 }
 
 TEST_F(ConversationServiceTest, GetContextStopsAtTheFirstMessageThatDoesNotFit) {
@@ -749,6 +781,43 @@ TEST_F(ConversationServiceTest, OnlyServicesSetTokenCounts) {
   EXPECT_TRUE(
       Append(service_token_, kAlice, conv.id(), v1::MESSAGE_ROLE_USER, "counted", 3, &out).ok());
   EXPECT_EQ(out.token_count(), 3);
+}
+
+// A user's prompt_id would claim a future turn's message slot (and be removed
+// by that turn's retract); a user's replaces_message_id would hide any message
+// from the context. Both are the ai-agent's.
+TEST_F(ConversationServiceTest, OnlyServicesSetPromptIdOrReplacesMessageId) {
+  auto conv = MustCreate(alice_, "ids");
+  auto first = MustAppend(alice_, conv.id(), "first");
+  v1::AppendMessageRequest req;
+  req.set_conversation_id(conv.id());
+  req.set_role(v1::MESSAGE_ROLE_USER);
+  req.set_content("sneaky");
+  req.set_prompt_id(4242);
+  v1::Message out;
+  auto st = stub_->AppendMessage(Ctx(alice_).get(), req, &out);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_NE(st.error_message().find("prompt_id"), std::string::npos) << st.error_message();
+  req.clear_prompt_id();
+  req.set_replaces_message_id(first.id());
+  st = stub_->AppendMessage(Ctx(alice_).get(), req, &out);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_NE(st.error_message().find("replaces_message_id"), std::string::npos)
+      << st.error_message();
+  // Nothing written, nothing superseded.
+  EXPECT_EQ(Count("messages"), 1);
+  v1::GetContextResponse ctx;
+  ASSERT_TRUE(Context(alice_, conv.id(), 1000, &ctx).ok());
+  ASSERT_EQ(ctx.messages_size(), 1);
+  EXPECT_EQ(ctx.messages(0).id(), first.id());
+
+  // The agent's turn still sets both.
+  req.set_prompt_id(4242);
+  ASSERT_TRUE(stub_->AppendMessage(Ctx(service_token_, kAlice).get(), req, &out).ok());
+  EXPECT_EQ(out.prompt_id(), 4242);
+  ASSERT_TRUE(Context(alice_, conv.id(), 1000, &ctx).ok());
+  ASSERT_EQ(ctx.messages_size(), 1);
+  EXPECT_EQ(ctx.messages(0).id(), out.id());
 }
 
 }  // namespace
