@@ -56,6 +56,8 @@ suite_up() {
   fake_start "$@"
   # An API key in the environment makes run.sh use OPENAI_BASE_URL instead of its TLS fake.
   export OPENAI_API_KEY=bench-key OPENAI_BASE_URL="http://127.0.0.1:$AICHAT_FAKE_LLM_PORT/v1"
+  # The bench measures the services, not the per-user append limiter.
+  export AICHAT_APPEND_RATE=0
   AICHAT_NO_BUILD=1 "$AICHAT_ROOT/scripts/run.sh" up --detach
 }
 
