@@ -30,7 +30,4 @@ class PgUsageStore : public UsageStore {
   PgUsageStoreOptions options_;
 };
 
-// "$1.50", "$0.000000123": nanos of a USD for messages people read.
-std::string FormatUsd(int64_t nanos);
-
 }  // namespace aichat::usage
