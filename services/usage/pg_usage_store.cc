@@ -3,8 +3,10 @@
 #include <array>
 #include <limits>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "services/usage/pg_array.h"
 
 namespace aichat::usage {
 namespace {
@@ -14,16 +16,34 @@ namespace {
 constexpr absl::Duration kDecisionRetention = absl::Hours(24);
 constexpr absl::Duration kRateWindow = absl::Minutes(1);
 
-constexpr char kInsertEvent[] =
-    "INSERT INTO usage_logs (event_id, user_id, conversation_id, prompt_id, model, "
-    "provider_model, prompt_tokens, completion_tokens, cached_tokens, "
-    "input_price_micros_per_mtok, cached_input_price_micros_per_mtok, "
-    "output_price_micros_per_mtok, cost_nanos, estimated, outcome, occurred_at, recorded_at) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) "
-    "ON CONFLICT (event_id) DO NOTHING RETURNING id";
-constexpr char kSettle[] =
-    "UPDATE reservations SET state = 'settled', closed_at = $3 "
-    "WHERE event_id = $1 AND user_id = $2 AND state = 'active'";
+// Any number of events in one statement (one round trip, one implicit
+// transaction): each column arrives as one array parameter. Rows go in sorted by
+// event_id, so two overlapping batches take their unique-index locks in the same
+// order and queue instead of deadlocking. The statement trigger on usage_logs
+// updates the daily rollups from exactly the rows inserted (new_rows), and the
+// inserted events settle their reservations in the same statement.
+constexpr char kRecordEvents[] =
+    "WITH input AS ("
+    " SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[],"
+    "  $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[],"
+    "  $12::bigint[], $13::bigint[], $14::boolean[], $15::smallint[], $16::timestamptz[])"
+    " AS t(event_id, user_id, conversation_id, prompt_id, model, provider_model, prompt_tokens,"
+    "  completion_tokens, cached_tokens, input_price, cached_input_price, output_price,"
+    "  cost_nanos, estimated, outcome, occurred_at)"
+    "), ins AS ("
+    " INSERT INTO usage_logs (event_id, user_id, conversation_id, prompt_id, model,"
+    "  provider_model, prompt_tokens, completion_tokens, cached_tokens,"
+    "  input_price_micros_per_mtok, cached_input_price_micros_per_mtok,"
+    "  output_price_micros_per_mtok, cost_nanos, estimated, outcome, occurred_at, recorded_at)"
+    " SELECT event_id, user_id, conversation_id, prompt_id, model, provider_model,"
+    "  prompt_tokens, completion_tokens, cached_tokens, input_price, cached_input_price,"
+    "  output_price, cost_nanos, estimated, outcome, occurred_at, $17::timestamptz"
+    " FROM input ORDER BY event_id"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id, user_id"
+    "), settled AS ("
+    " UPDATE reservations AS r SET state = 'settled', closed_at = $17::timestamptz FROM ins"
+    " WHERE r.event_id = ins.event_id AND r.user_id = ins.user_id AND r.state = 'active')"
+    " SELECT event_id FROM ins";
 
 constexpr char kListUsage[] =
     "SELECT id, event_id, user_id, conversation_id, prompt_id, model, provider_model, "
@@ -209,29 +229,68 @@ absl::StatusOr<ReserveDecision> ReadDecision(const PgResult& r) {
 
 }  // namespace
 
-absl::StatusOr<bool> PgUsageStore::RecordUsage(const UsageEventRecord& e, absl::Time now) {
-  bool recorded = false;
-  absl::Status st = pool_->Transaction([&](PgConn& conn) -> absl::Status {
-    // The statement trigger on usage_logs updates the daily rollups in this transaction.
-    auto ins = conn.Exec(
-        kInsertEvent,
-        {e.event_id, e.user_id, e.conversation_id, e.prompt_id, e.model, e.provider_model,
-         e.prompt_tokens, e.completion_tokens, e.cached_tokens, e.prices.input_micros_per_mtok,
-         e.prices.cached_input_micros_per_mtok, e.prices.output_micros_per_mtok, e.cost_nanos,
-         e.estimated, static_cast<int>(e.outcome), e.occurred_at, now});
-    if (!ins.ok()) {
-      return ins.status();
-    }
-    recorded = ins->rows() == 1;
-    if (!recorded) {
-      return absl::OkStatus();
-    }
-    return conn.Exec(kSettle, {e.event_id, e.user_id, now}).status();
-  });
-  if (!st.ok()) {
-    return st;
+absl::StatusOr<std::vector<bool>> PgUsageStore::RecordUsage(
+    const std::vector<UsageEventRecord>& events, absl::Time now) {
+  // One array per column of kRecordEvents, in its order.
+  enum Col {
+    kEventId,
+    kUserId,
+    kConversationId,
+    kPromptId,
+    kModel,
+    kProviderModel,
+    kPromptTokens,
+    kCompletionTokens,
+    kCachedTokens,
+    kInputPrice,
+    kCachedInputPrice,
+    kOutputPrice,
+    kCost,
+    kEstimated,
+    kOutcome,
+    kOccurredAt,
+    kColumns
+  };
+  std::array<PgArrayBuilder, kColumns> cols;
+  for (const UsageEventRecord& e : events) {
+    cols[kEventId].Add(e.event_id);
+    cols[kUserId].Add(e.user_id);
+    cols[kConversationId].Add(e.conversation_id);
+    cols[kPromptId].Add(e.prompt_id);
+    cols[kModel].Add(e.model);
+    cols[kProviderModel].Add(e.provider_model);
+    cols[kPromptTokens].Add(e.prompt_tokens);
+    cols[kCompletionTokens].Add(e.completion_tokens);
+    cols[kCachedTokens].Add(e.cached_tokens);
+    cols[kInputPrice].Add(e.prices.input_micros_per_mtok);
+    cols[kCachedInputPrice].Add(e.prices.cached_input_micros_per_mtok);
+    cols[kOutputPrice].Add(e.prices.output_micros_per_mtok);
+    cols[kCost].Add(e.cost_nanos);
+    cols[kEstimated].Add(e.estimated);
+    cols[kOutcome].Add(static_cast<int>(e.outcome));
+    cols[kOccurredAt].Add(e.occurred_at);
   }
-  return recorded;
+  std::vector<PgArg> args;
+  args.reserve(kColumns + 1);
+  for (const PgArrayBuilder& c : cols) {
+    args.push_back(c.Build());
+  }
+  args.emplace_back(now);
+  auto r = ExecRetrying(*pool_, kRecordEvents, args);
+  if (!r.ok()) {
+    return r.status();
+  }
+  absl::flat_hash_set<std::string_view> inserted;
+  inserted.reserve(r->rows());
+  for (int i = 0; i < r->rows(); ++i) {
+    inserted.insert(r->Text(i, 0));
+  }
+  std::vector<bool> out;
+  out.reserve(events.size());
+  for (const UsageEventRecord& e : events) {
+    out.push_back(inserted.contains(e.event_id));
+  }
+  return out;
 }
 
 absl::StatusOr<Summary> PgUsageStore::Summarize(const SummaryQuery& q) {
