@@ -76,7 +76,7 @@ UsageServiceImpl::Metrics::Metrics(prometheus::Registry& registry)
     : reservations(Family(registry, "aichat_usage_reservations_total",
                           "ReserveBudget decisions by result (replayed = repeated event_id)")),
       events(Family(registry, "aichat_usage_events_total",
-                    "Usage events received by RecordUsage, by result "
+                    "Usage events received by RecordUsage and RecordUsageBatch, by result "
                     "(duplicate = event_id already recorded)")),
       releases(Family(registry, "aichat_usage_releases_total", "ReleaseBudget calls by result")),
       reserve_allowed(reservations.Add({{"result", "allowed"}})),
@@ -139,6 +139,34 @@ grpc::ServerUnaryReactor* UsageServiceImpl::RecordUsage(grpc::CallbackServerCont
       return recorded.status();
     }
     resp->set_recorded(recorded->front());
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* UsageServiceImpl::RecordUsageBatch(grpc::CallbackServerContext* ctx,
+                                                             const v1::RecordUsageBatchRequest* req,
+                                                             v1::RecordUsageBatchResponse* resp) {
+  return RunUnary(ctx, *pool_, [this, ctx, req, resp]() -> absl::Status {
+    auto caller = auth_->Authenticate(*ctx);
+    if (!caller.ok()) {
+      return caller.status();
+    }
+    if (auto st = RequireService(*caller); !st.ok()) {
+      return st;
+    }
+    absl::Time now = clock_();
+    auto events = BatchFromProto(req->events(), now);
+    if (!events.ok()) {
+      return events.status();
+    }
+    auto recorded = Record(*events, now);
+    if (!recorded.ok()) {
+      return recorded.status();
+    }
+    resp->mutable_recorded()->Reserve(static_cast<int>(recorded->size()));
+    for (bool r : *recorded) {
+      resp->add_recorded(r);
+    }
     return absl::OkStatus();
   });
 }

@@ -31,6 +31,9 @@ class UsageServiceImpl final : public v1::UsageService::CallbackService {
   grpc::ServerUnaryReactor* RecordUsage(grpc::CallbackServerContext* ctx,
                                         const v1::RecordUsageRequest* req,
                                         v1::RecordUsageResponse* resp) override;
+  grpc::ServerUnaryReactor* RecordUsageBatch(grpc::CallbackServerContext* ctx,
+                                             const v1::RecordUsageBatchRequest* req,
+                                             v1::RecordUsageBatchResponse* resp) override;
   grpc::ServerUnaryReactor* GetUsageSummary(grpc::CallbackServerContext* ctx,
                                             const v1::GetUsageSummaryRequest* req,
                                             v1::GetUsageSummaryResponse* resp) override;
