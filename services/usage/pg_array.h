@@ -17,7 +17,7 @@ class PgArrayBuilder {
   void Add(const PgArg& value);
   int size() const { return size_; }
   // The literal, e.g. {"1","2"}; {} when empty.
-  PgArg Build() const { return PgArg(text_ + "}"); }
+  PgArg Build() const { return {text_ + "}"}; }
 
  private:
   std::string text_ = "{";

@@ -74,7 +74,9 @@ TEST_F(UsageBatchTest, HundredEventsThirtyAlreadyRecorded) {
   // 30 arrive first, half one by one and half in a batch of their own.
   std::vector<v1::UsageEvent> early;
   for (int i = 0; i < 100; i += 3) {
-    if (early.size() + 1 > 30) break;
+    if (early.size() + 1 > 30) {
+      break;
+    }
     pre[i] = true;
     if (early.size() % 2 == 0) {
       ASSERT_TRUE(Record(batch[i]).ok());
@@ -87,14 +89,18 @@ TEST_F(UsageBatchTest, HundredEventsThirtyAlreadyRecorded) {
   EXPECT_EQ(std::count(recorded.begin(), recorded.end(), true), 15);
   // Redelivered with other figures: the first delivery wins, nothing changes.
   for (int i = 0; i < 100; ++i) {
-    if (!pre[i]) continue;
+    if (!pre[i]) {
+      continue;
+    }
     v1::UsageEvent changed = Nth("", i, 5000);
     changed.set_event_id(batch[i].event_id());
     batch[i] = changed;
   }
   ASSERT_TRUE(RecordBatch(batch, &recorded).ok());
   ASSERT_EQ(recorded.size(), 100u);
-  for (int i = 0; i < 100; ++i) EXPECT_EQ(recorded[i], !pre[i]) << i;
+  for (int i = 0; i < 100; ++i) {
+    EXPECT_EQ(recorded[i], !pre[i]) << i;
+  }
   EXPECT_EQ(Count("usage_logs"), 100);
   EXPECT_EQ(LedgerCost(), expected_cost);
   EXPECT_EQ(RollupCost(), expected_cost);
@@ -128,14 +134,23 @@ TEST_F(UsageBatchTest, ConcurrentOverlappingBatchesCountEveryEventOnce) {
   int64_t expected_events = 0;
   for (int round = 0; round < 5; ++round) {
     std::string prefix = absl::StrCat("r", round, "-");
-    std::vector<v1::UsageEvent> a, b;
-    for (int i = 0; i < 300; ++i) a.push_back(Nth(prefix, i));
-    for (int i = 150; i < 450; ++i) b.push_back(Nth(prefix, i));
+    std::vector<v1::UsageEvent> a;
+    std::vector<v1::UsageEvent> b;
+    for (int i = 0; i < 300; ++i) {
+      a.push_back(Nth(prefix, i));
+    }
+    for (int i = 150; i < 450; ++i) {
+      b.push_back(Nth(prefix, i));
+    }
     std::reverse(b.begin(), b.end());
-    for (int i = 0; i < 450; ++i) expected_cost += Nth(prefix, i).cost_nanos();
+    for (int i = 0; i < 450; ++i) {
+      expected_cost += Nth(prefix, i).cost_nanos();
+    }
     expected_events += 450;
-    std::vector<bool> ra, rb;
-    grpc::Status sa, sb;
+    std::vector<bool> ra;
+    std::vector<bool> rb;
+    grpc::Status sa;
+    grpc::Status sb;
     std::thread ta([&] { sa = RecordBatch(a, &ra); });
     std::thread tb([&] { sb = RecordBatch(b, &rb); });
     ta.join();
@@ -145,10 +160,16 @@ TEST_F(UsageBatchTest, ConcurrentOverlappingBatchesCountEveryEventOnce) {
     ASSERT_EQ(ra.size(), a.size());
     ASSERT_EQ(rb.size(), b.size());
     std::map<std::string, int> times;
-    for (size_t i = 0; i < a.size(); ++i) times[a[i].event_id()] += ra[i] ? 1 : 0;
-    for (size_t i = 0; i < b.size(); ++i) times[b[i].event_id()] += rb[i] ? 1 : 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      times[a[i].event_id()] += ra[i] ? 1 : 0;
+    }
+    for (size_t i = 0; i < b.size(); ++i) {
+      times[b[i].event_id()] += rb[i] ? 1 : 0;
+    }
     ASSERT_EQ(times.size(), 450u);
-    for (const auto& [id, n] : times) EXPECT_EQ(n, 1) << id;
+    for (const auto& [id, n] : times) {
+      EXPECT_EQ(n, 1) << id;
+    }
   }
   EXPECT_EQ(Count("usage_logs"), expected_events);
   EXPECT_EQ(LedgerCost(), expected_cost);
@@ -184,7 +205,9 @@ TEST_F(UsageBatchTest, BatchSizeIsOneToFiveHundred) {
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(st.error_message().find("events"), std::string::npos) << st.error_message();
   std::vector<v1::UsageEvent> batch;
-  for (int i = 0; i < 501; ++i) batch.push_back(Nth("e", i));
+  for (int i = 0; i < 501; ++i) {
+    batch.push_back(Nth("e", i));
+  }
   st = RecordBatch(batch);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(st.error_message().find("events must hold 1 to 500"), std::string::npos)
@@ -200,7 +223,9 @@ TEST_F(UsageBatchTest, BatchSizeIsOneToFiveHundred) {
 
 TEST_F(UsageBatchTest, RepeatedEventIdInsideABatchIsInvalid) {
   std::vector<v1::UsageEvent> batch;
-  for (int i = 0; i < 5; ++i) batch.push_back(Nth("e", i));
+  for (int i = 0; i < 5; ++i) {
+    batch.push_back(Nth("e", i));
+  }
   batch[3].set_event_id(batch[1].event_id());
   auto st = RecordBatch(batch);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
@@ -226,11 +251,17 @@ TEST_F(UsageBatchTest, OnlyServicesRecordBatches) {
 
 double Counter(prometheus::Registry& registry, const std::string& name, const std::string& result) {
   for (const auto& family : registry.Collect()) {
-    if (family.name != name) continue;
+    if (family.name != name) {
+      continue;
+    }
     for (const auto& m : family.metric) {
-      if (result.empty() && m.label.empty()) return m.counter.value;
+      if (result.empty() && m.label.empty()) {
+        return m.counter.value;
+      }
       for (const auto& l : m.label) {
-        if (l.name == "result" && l.value == result) return m.counter.value;
+        if (l.name == "result" && l.value == result) {
+          return m.counter.value;
+        }
       }
     }
   }
@@ -239,11 +270,15 @@ double Counter(prometheus::Registry& registry, const std::string& name, const st
 
 TEST_F(UsageBatchTest, MetricsCountEventsNotCalls) {
   std::vector<v1::UsageEvent> batch;
-  for (int i = 0; i < 6; ++i) batch.push_back(Nth("e", i));
+  for (int i = 0; i < 6; ++i) {
+    batch.push_back(Nth("e", i));
+  }
   ASSERT_TRUE(Record(batch[0]).ok());
   ASSERT_TRUE(RecordBatch(batch).ok());
   int64_t cost = 0;
-  for (const auto& e : batch) cost += e.cost_nanos();
+  for (const auto& e : batch) {
+    cost += e.cost_nanos();
+  }
   EXPECT_EQ(Counter(registry_, "aichat_usage_events_total", "recorded"), 6);
   EXPECT_EQ(Counter(registry_, "aichat_usage_events_total", "duplicate"), 1);
   EXPECT_EQ(Counter(registry_, "aichat_usage_recorded_cost_nanos_total", ""),
