@@ -3,9 +3,10 @@
 #include <array>
 #include <limits>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
+#include "services/usage/pg_array.h"
 
 namespace aichat::usage {
 namespace {
@@ -15,16 +16,34 @@ namespace {
 constexpr absl::Duration kDecisionRetention = absl::Hours(24);
 constexpr absl::Duration kRateWindow = absl::Minutes(1);
 
-constexpr char kInsertEvent[] =
-    "INSERT INTO usage_logs (event_id, user_id, conversation_id, prompt_id, model, "
-    "provider_model, prompt_tokens, completion_tokens, cached_tokens, "
-    "input_price_micros_per_mtok, cached_input_price_micros_per_mtok, "
-    "output_price_micros_per_mtok, cost_nanos, estimated, outcome, occurred_at, recorded_at) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) "
-    "ON CONFLICT (event_id) DO NOTHING RETURNING id";
-constexpr char kSettle[] =
-    "UPDATE reservations SET state = 'settled', closed_at = $3 "
-    "WHERE event_id = $1 AND user_id = $2 AND state = 'active'";
+// Any number of events in one statement (one round trip, one implicit
+// transaction): each column arrives as one array parameter. Rows go in sorted by
+// event_id, so two overlapping batches take their unique-index locks in the same
+// order and queue instead of deadlocking. The statement trigger on usage_logs
+// updates the daily rollups from exactly the rows inserted (new_rows), and the
+// inserted events settle their reservations in the same statement.
+constexpr char kRecordEvents[] =
+    "WITH input AS ("
+    " SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[],"
+    "  $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[],"
+    "  $12::bigint[], $13::bigint[], $14::boolean[], $15::smallint[], $16::timestamptz[])"
+    " AS t(event_id, user_id, conversation_id, prompt_id, model, provider_model, prompt_tokens,"
+    "  completion_tokens, cached_tokens, input_price, cached_input_price, output_price,"
+    "  cost_nanos, estimated, outcome, occurred_at)"
+    "), ins AS ("
+    " INSERT INTO usage_logs (event_id, user_id, conversation_id, prompt_id, model,"
+    "  provider_model, prompt_tokens, completion_tokens, cached_tokens,"
+    "  input_price_micros_per_mtok, cached_input_price_micros_per_mtok,"
+    "  output_price_micros_per_mtok, cost_nanos, estimated, outcome, occurred_at, recorded_at)"
+    " SELECT event_id, user_id, conversation_id, prompt_id, model, provider_model,"
+    "  prompt_tokens, completion_tokens, cached_tokens, input_price, cached_input_price,"
+    "  output_price, cost_nanos, estimated, outcome, occurred_at, $17::timestamptz"
+    " FROM input ORDER BY event_id"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id, user_id"
+    "), settled AS ("
+    " UPDATE reservations AS r SET state = 'settled', closed_at = $17::timestamptz FROM ins"
+    " WHERE r.event_id = ins.event_id AND r.user_id = ins.user_id AND r.state = 'active')"
+    " SELECT event_id FROM ins";
 
 constexpr char kListUsage[] =
     "SELECT id, event_id, user_id, conversation_id, prompt_id, model, provider_model, "
@@ -36,41 +55,26 @@ constexpr char kListUsage[] =
     "AND (occurred_at, id) < (COALESCE($4::timestamptz, 'infinity'), $5::bigint) "
     "ORDER BY occurred_at DESC, id DESC LIMIT $6";
 
-// Limit, month's spend (from the daily rollup), money in flight (active,
-// unexpired reservations) and the oldest of those. One statement, so one
-// snapshot: a RecordUsage that commits concurrently is seen entirely (spent up,
-// reservation settled) or not at all — never counted twice or not at all.
+// Limit, month's spend (from the daily rollup) and money in flight (active,
+// unexpired reservations). One statement, so one snapshot: a RecordUsage that commits concurrently
+// is seen entirely (spent up, reservation settled) or not at all — never counted twice or not at
+// all.
 constexpr char kBudgetState[] =
     "SELECT COALESCE((SELECT monthly_limit_nanos FROM budgets WHERE user_id = $1), 0), "
     "(SELECT COALESCE(sum(cost_nanos), 0) FROM usage_daily "
     "  WHERE user_id = $1 AND day >= $2::date AND day < $3::date)::bigint, "
     "(SELECT COALESCE(sum(max_cost_nanos), 0) FROM reservations "
-    "  WHERE user_id = $1 AND state = 'active' AND created_at > $4)::bigint, "
-    "(SELECT min(created_at) FROM reservations "
-    "  WHERE user_id = $1 AND state = 'active' AND created_at > $4)";
+    "  WHERE user_id = $1 AND state = 'active' AND created_at > $4)::bigint";
 constexpr char kUpsertBudget[] =
     "INSERT INTO budgets (user_id, monthly_limit_nanos, updated_at) VALUES ($1, $2, $3) "
     "ON CONFLICT (user_id) DO UPDATE SET monthly_limit_nanos = EXCLUDED.monthly_limit_nanos, "
     "updated_at = EXCLUDED.updated_at";
 
-// The per-user lock: every ReserveBudget for a user queues on this row.
-constexpr char kEnsureUserRow[] =
-    "INSERT INTO budgets (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING";
-constexpr char kLockUserRow[] = "SELECT 1 FROM budgets WHERE user_id = $1 FOR UPDATE";
-constexpr char kFindDecision[] =
-    "SELECT user_id, allowed, reason, message, retry_at, remaining_nanos FROM reservations "
-    "WHERE event_id = $1";
-constexpr char kPruneDecisions[] =
-    "DELETE FROM reservations WHERE user_id = $1 AND created_at < $2";
-// The rpm-th newest admission of the last minute: if it exists the window is
-// full, and it frees up when that admission turns a minute old.
-constexpr char kRateNth[] =
-    "SELECT created_at FROM reservations WHERE user_id = $1 AND allowed AND created_at > $2 "
-    "ORDER BY created_at DESC OFFSET $3 LIMIT 1";
-constexpr char kInsertDecision[] =
-    "INSERT INTO reservations (event_id, user_id, max_cost_nanos, allowed, state, reason, "
-    "message, retry_at, remaining_nanos, created_at) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+// The whole decision, server-side (migrations/002_usage_reserve.sql): one round trip.
+constexpr char kReserve[] =
+    "SELECT d_foreign, d_replayed, d_allowed, d_reason, d_message, d_retry_at, d_remaining_nanos "
+    "FROM usage_reserve($1::bigint, $2::text, $3::bigint, $4::integer, $5::timestamptz, "
+    "$6::interval, $7::interval, $8::interval, $9::timestamptz, $10::timestamptz)";
 constexpr char kRelease[] =
     "UPDATE reservations SET state = 'released', closed_at = $3 "
     "WHERE event_id = $1 AND state = 'active' AND created_at > $2 RETURNING 1";
@@ -131,10 +135,6 @@ absl::Time DayStart(absl::Time t) {
 
 std::string DateText(absl::Time t) { return absl::FormatTime("%Y-%m-%d", t, absl::UTCTimeZone()); }
 
-std::string TimeText(absl::Time t) {
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone());
-}
-
 SummaryTotals ReadTotals(const PgResult& r, int row, int first_col) {
   SummaryTotals t;
   t.requests = r.Int(row, first_col);
@@ -170,7 +170,7 @@ StoredUsage ReadUsage(const PgResult& r, int row) {
 }
 
 absl::StatusOr<BudgetState> ReadBudget(PgConn& conn, int64_t user_id, absl::Time now,
-                                       absl::Duration ttl, absl::Time* oldest_active) {
+                                       absl::Duration ttl) {
   BudgetState b;
   b.user_id = user_id;
   b.period_start = MonthStart(now);
@@ -183,110 +183,114 @@ absl::StatusOr<BudgetState> ReadBudget(PgConn& conn, int64_t user_id, absl::Time
   b.monthly_limit_nanos = r->Int(0, 0);
   b.spent_nanos = r->Int(0, 1);
   b.reserved_nanos = r->Int(0, 2);
-  if (oldest_active != nullptr) {
-    *oldest_active = r->IsNull(0, 3) ? absl::InfiniteFuture() : r->Time(0, 3);
-  }
   return b;
 }
 
-int64_t Clamp(__int128 v) {
-  if (v > std::numeric_limits<int64_t>::max()) {
-    return std::numeric_limits<int64_t>::max();
+// One statement in its own (implicit) transaction: one round trip. Retried like
+// PgPool::Transaction on serialization failures and deadlocks (ABORTED), which
+// roll the whole statement back.
+absl::StatusOr<PgResult> ExecRetrying(PgPool& pool, std::string_view sql,
+                                      const std::vector<PgArg>& args) {
+  constexpr int kAttempts = 4;
+  absl::StatusOr<PgResult> r = absl::AbortedError("not run");
+  for (int attempt = 0; attempt < kAttempts && absl::IsAborted(r.status()); ++attempt) {
+    r = pool.Exec(sql, args);
   }
-  if (v < std::numeric_limits<int64_t>::min()) {
-    return std::numeric_limits<int64_t>::min();
-  }
-  return static_cast<int64_t>(v);
+  return r;
 }
 
-// The decision for a request, given the user's row is locked.
-absl::StatusOr<ReserveDecision> Decide(PgConn& conn, const ReserveRequest& req, absl::Time now,
-                                       absl::Duration ttl) {
+// An interval parameter, exact to the microsecond (no floating point on the way).
+std::string IntervalText(absl::Duration d) {
+  return absl::StrCat(absl::ToInt64Microseconds(d), " microseconds");
+}
+
+constexpr char kForeignEventId[] = "event_id is already used by another user's turn";
+
+// The row of kReserve, its columns named in one place.
+absl::StatusOr<ReserveDecision> ReadDecision(const PgResult& r) {
+  enum Col { kForeign, kReplayed, kAllowed, kReason, kMessage, kRetryAt, kRemaining };
+  if (r.rows() != 1) {
+    return absl::InternalError("usage_reserve returned no decision");
+  }
+  if (r.Bool(0, kForeign)) {
+    return absl::AlreadyExistsError(kForeignEventId);
+  }
   ReserveDecision d;
-  if (req.requests_per_minute > 0) {
-    auto nth = conn.Exec(kRateNth, {req.user_id, now - kRateWindow, req.requests_per_minute - 1});
-    if (!nth.ok()) {
-      return nth.status();
-    }
-    if (nth->rows() > 0) {
-      d.reason = Refusal::kRateLimited;
-      d.retry_at = nth->Time(0, 0) + kRateWindow;
-      d.message = absl::StrCat("rate limit of ", req.requests_per_minute,
-                               " requests per minute reached; next request allowed at ",
-                               TimeText(*d.retry_at));
-      return d;
-    }
+  d.replayed = r.Bool(0, kReplayed);
+  d.allowed = r.Bool(0, kAllowed);
+  d.reason = static_cast<Refusal>(r.Int(0, kReason));
+  d.message = r.String(0, kMessage);
+  if (!r.IsNull(0, kRetryAt)) {
+    d.retry_at = r.Time(0, kRetryAt);
   }
-  absl::Time oldest_active;
-  auto b = ReadBudget(conn, req.user_id, now, ttl, &oldest_active);
-  if (!b.ok()) {
-    return b.status();
-  }
-  if (b->monthly_limit_nanos == 0) {
-    d.allowed = true;
-    return d;
-  }
-  __int128 limit = b->monthly_limit_nanos;
-  __int128 committed = static_cast<__int128>(b->spent_nanos) + b->reserved_nanos;
-  if (committed + req.max_cost_nanos <= limit) {
-    d.allowed = true;
-    d.remaining_nanos = Clamp(limit - committed - req.max_cost_nanos);
-    return d;
-  }
-  d.reason = Refusal::kBudgetExceeded;
-  d.remaining_nanos = Clamp(limit - committed);
-  std::string head =
-      absl::StrCat("monthly budget of ", FormatUsd(b->monthly_limit_nanos), " reached (spent ",
-                   FormatUsd(b->spent_nanos), ", in flight ", FormatUsd(b->reserved_nanos),
-                   ", this turn needs up to ", FormatUsd(req.max_cost_nanos), ")");
-  if (b->spent_nanos + static_cast<__int128>(req.max_cost_nanos) <= limit &&
-      oldest_active != absl::InfiniteFuture()) {
-    // Only turns in flight stand in the way: they settle, or expire by then.
-    d.retry_at = std::min(oldest_active + ttl, b->resets_at);
-    d.message =
-        absl::StrCat(head, "; turns in flight hold the rest, retry after ", TimeText(*d.retry_at));
-  } else {
-    d.retry_at = b->resets_at;
-    d.message = absl::StrCat(head, "; the budget resets at ", TimeText(b->resets_at));
-  }
+  d.remaining_nanos = r.Int(0, kRemaining);
   return d;
 }
 
 }  // namespace
 
-std::string FormatUsd(int64_t nanos) {
-  const char* sign = nanos < 0 ? "-" : "";
-  uint64_t n = nanos < 0 ? 0 - static_cast<uint64_t>(nanos) : static_cast<uint64_t>(nanos);
-  std::string frac = absl::StrFormat("%09d", n % 1000000000);
-  while (frac.size() > 2 && frac.back() == '0') {
-    frac.pop_back();
+absl::StatusOr<std::vector<bool>> PgUsageStore::RecordUsage(
+    const std::vector<UsageEventRecord>& events, absl::Time now) {
+  // One array per column of kRecordEvents, in its order.
+  enum Col {
+    kEventId,
+    kUserId,
+    kConversationId,
+    kPromptId,
+    kModel,
+    kProviderModel,
+    kPromptTokens,
+    kCompletionTokens,
+    kCachedTokens,
+    kInputPrice,
+    kCachedInputPrice,
+    kOutputPrice,
+    kCost,
+    kEstimated,
+    kOutcome,
+    kOccurredAt,
+    kColumns
+  };
+  std::array<PgArrayBuilder, kColumns> cols;
+  for (const UsageEventRecord& e : events) {
+    cols[kEventId].Add(e.event_id);
+    cols[kUserId].Add(e.user_id);
+    cols[kConversationId].Add(e.conversation_id);
+    cols[kPromptId].Add(e.prompt_id);
+    cols[kModel].Add(e.model);
+    cols[kProviderModel].Add(e.provider_model);
+    cols[kPromptTokens].Add(e.prompt_tokens);
+    cols[kCompletionTokens].Add(e.completion_tokens);
+    cols[kCachedTokens].Add(e.cached_tokens);
+    cols[kInputPrice].Add(e.prices.input_micros_per_mtok);
+    cols[kCachedInputPrice].Add(e.prices.cached_input_micros_per_mtok);
+    cols[kOutputPrice].Add(e.prices.output_micros_per_mtok);
+    cols[kCost].Add(e.cost_nanos);
+    cols[kEstimated].Add(e.estimated);
+    cols[kOutcome].Add(static_cast<int>(e.outcome));
+    cols[kOccurredAt].Add(e.occurred_at);
   }
-  return absl::StrCat(sign, "$", n / 1000000000, ".", frac);
-}
-
-absl::StatusOr<bool> PgUsageStore::RecordUsage(const UsageEventRecord& e, absl::Time now) {
-  bool recorded = false;
-  absl::Status st = pool_->Transaction([&](PgConn& conn) -> absl::Status {
-    // The statement trigger on usage_logs updates the daily rollups in this transaction.
-    auto ins = conn.Exec(
-        kInsertEvent,
-        {e.event_id, e.user_id, e.conversation_id, e.prompt_id, e.model, e.provider_model,
-         e.prompt_tokens, e.completion_tokens, e.cached_tokens, e.prices.input_micros_per_mtok,
-         e.prices.cached_input_micros_per_mtok, e.prices.output_micros_per_mtok, e.cost_nanos,
-         e.estimated, static_cast<int>(e.outcome), e.occurred_at, now});
-    if (!ins.ok()) {
-      return ins.status();
-    }
-    recorded = ins->rows() == 1;
-    if (!recorded) {
-      return absl::OkStatus();
-    }
-    return conn.Exec(kSettle, {e.event_id, e.user_id, now}).status();
-  });
-  if (!st.ok()) {
-    return st;
+  std::vector<PgArg> args;
+  args.reserve(kColumns + 1);
+  for (const PgArrayBuilder& c : cols) {
+    args.push_back(c.Build());
   }
-  return recorded;
+  args.emplace_back(now);
+  auto r = ExecRetrying(*pool_, kRecordEvents, args);
+  if (!r.ok()) {
+    return r.status();
+  }
+  absl::flat_hash_set<std::string_view> inserted;
+  inserted.reserve(r->rows());
+  for (int i = 0; i < r->rows(); ++i) {
+    inserted.insert(r->Text(i, 0));
+  }
+  std::vector<bool> out;
+  out.reserve(events.size());
+  for (const UsageEventRecord& e : events) {
+    out.push_back(inserted.contains(e.event_id));
+  }
+  return out;
 }
 
 absl::StatusOr<Summary> PgUsageStore::Summarize(const SummaryQuery& q) {
@@ -344,7 +348,7 @@ absl::StatusOr<BudgetState> PgUsageStore::SetBudget(int64_t user_id, int64_t mon
     if (auto r = conn.Exec(kUpsertBudget, {user_id, monthly_limit_nanos, now}); !r.ok()) {
       return r.status();
     }
-    out = ReadBudget(conn, user_id, now, options_.reservation_ttl, nullptr);
+    out = ReadBudget(conn, user_id, now, options_.reservation_ttl);
     return out.status();
   });
   if (!st.ok()) {
@@ -358,60 +362,23 @@ absl::StatusOr<BudgetState> PgUsageStore::GetBudget(int64_t user_id, absl::Time 
   if (!lease.ok()) {
     return lease.status();
   }
-  return ReadBudget(**lease, user_id, now, options_.reservation_ttl, nullptr);
+  return ReadBudget(**lease, user_id, now, options_.reservation_ttl);
 }
 
 absl::StatusOr<ReserveDecision> PgUsageStore::Reserve(const ReserveRequest& req, absl::Time now) {
-  ReserveDecision out;
-  absl::Status st = pool_->Transaction([&](PgConn& conn) -> absl::Status {
-    if (auto r = conn.Exec(kEnsureUserRow, {req.user_id}); !r.ok()) {
-      return r.status();
-    }
-    if (auto r = conn.Exec(kLockUserRow, {req.user_id}); !r.ok()) {
-      return r.status();
-    }
-    // Under the lock, a concurrent call with the same event_id has committed (or not started).
-    auto prior = conn.Exec(kFindDecision, {req.event_id});
-    if (!prior.ok()) {
-      return prior.status();
-    }
-    if (prior->rows() > 0) {
-      if (prior->Int(0, 0) != req.user_id) {
-        return absl::AlreadyExistsError("event_id is already used by another user's turn");
-      }
-      out = ReserveDecision{};
-      out.allowed = prior->Bool(0, 1);
-      out.reason = static_cast<Refusal>(prior->Int(0, 2));
-      out.message = prior->String(0, 3);
-      if (!prior->IsNull(0, 4)) {
-        out.retry_at = prior->Time(0, 4);
-      }
-      out.remaining_nanos = prior->Int(0, 5);
-      out.replayed = true;
-      return absl::OkStatus();
-    }
-    absl::Duration keep = std::max(options_.reservation_ttl, kRateWindow) + kDecisionRetention;
-    if (auto r = conn.Exec(kPruneDecisions, {req.user_id, now - keep}); !r.ok()) {
-      return r.status();
-    }
-    auto d = Decide(conn, req, now, options_.reservation_ttl);
-    if (!d.ok()) {
-      return d.status();
-    }
-    out = *std::move(d);
-    auto ins = conn.Exec(kInsertDecision,
-                         {req.event_id, req.user_id, req.max_cost_nanos, out.allowed,
-                          out.allowed ? "active" : "refused", static_cast<int>(out.reason),
-                          out.message, out.retry_at, out.remaining_nanos, now});
-    if (absl::IsAlreadyExists(ins.status())) {
-      return absl::AlreadyExistsError("event_id is already used by another user's turn");
-    }
-    return ins.status();
-  });
-  if (!st.ok()) {
-    return st;
+  absl::Duration keep = std::max(options_.reservation_ttl, kRateWindow) + kDecisionRetention;
+  auto r = ExecRetrying(*pool_, kReserve,
+                        {req.user_id, req.event_id, req.max_cost_nanos, req.requests_per_minute,
+                         now, IntervalText(options_.reservation_ttl), IntervalText(kRateWindow),
+                         IntervalText(keep), MonthStart(now), NextMonthStart(now)});
+  if (absl::IsAlreadyExists(r.status())) {
+    // Another user's decision with this event_id committed while ours was made.
+    return absl::AlreadyExistsError(kForeignEventId);
   }
-  return out;
+  if (!r.ok()) {
+    return r.status();
+  }
+  return ReadDecision(*r);
 }
 
 absl::StatusOr<bool> PgUsageStore::Release(const std::string& event_id, absl::Time now) {

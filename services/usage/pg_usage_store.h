@@ -16,7 +16,8 @@ class PgUsageStore : public UsageStore {
  public:
   PgUsageStore(PgPool* pool, PgUsageStoreOptions options) : pool_(pool), options_(options) {}
 
-  absl::StatusOr<bool> RecordUsage(const UsageEventRecord& event, absl::Time now) override;
+  absl::StatusOr<std::vector<bool>> RecordUsage(const std::vector<UsageEventRecord>& events,
+                                                absl::Time now) override;
   absl::StatusOr<Summary> Summarize(const SummaryQuery& query) override;
   absl::StatusOr<std::vector<StoredUsage>> ListUsage(const ListQuery& query) override;
   absl::StatusOr<BudgetState> SetBudget(int64_t user_id, int64_t monthly_limit_nanos,
@@ -29,8 +30,5 @@ class PgUsageStore : public UsageStore {
   PgPool* pool_;
   PgUsageStoreOptions options_;
 };
-
-// "$1.50", "$0.000000123": nanos of a USD for messages people read.
-std::string FormatUsd(int64_t nanos);
 
 }  // namespace aichat::usage

@@ -1,5 +1,9 @@
 #include "services/usage/usage_proto.h"
 
+#include <string>
+#include <unordered_map>
+#include <utility>
+
 #include "absl/strings/str_cat.h"
 #include "common/proto_time.h"
 #include "common/validate.h"
@@ -41,15 +45,18 @@ absl::Status CheckEventId(const std::string& event_id, const char* field) {
   return CheckText(field, event_id, kMaxEventIdBytes, /*required=*/true);
 }
 
-absl::StatusOr<UsageEventRecord> EventFromProto(const v1::UsageEvent& p, absl::Time now) {
+namespace {
+
+// Errors name fields relative to the event ("user_id"); EventFromProto adds the path.
+absl::StatusOr<UsageEventRecord> CheckEvent(const v1::UsageEvent& p, absl::Time now) {
   UsageEventRecord e;
-  if (auto st = CheckEventId(p.event_id(), "event.event_id"); !st.ok()) {
+  if (auto st = CheckEventId(p.event_id(), "event_id"); !st.ok()) {
     return st;
   }
   e.event_id = p.event_id();
-  for (auto [field, v] : {std::pair{"event.user_id", p.user_id()},
-                          std::pair{"event.conversation_id", p.conversation_id()},
-                          std::pair{"event.prompt_id", p.prompt_id()}}) {
+  for (auto [field, v] :
+       {std::pair{"user_id", p.user_id()}, std::pair{"conversation_id", p.conversation_id()},
+        std::pair{"prompt_id", p.prompt_id()}}) {
     if (auto st = CheckPositive(field, v); !st.ok()) {
       return st;
     }
@@ -57,24 +64,23 @@ absl::StatusOr<UsageEventRecord> EventFromProto(const v1::UsageEvent& p, absl::T
   e.user_id = p.user_id();
   e.conversation_id = p.conversation_id();
   e.prompt_id = p.prompt_id();
-  if (auto st = CheckText("event.model", p.model(), kMaxModelBytes, true); !st.ok()) {
+  if (auto st = CheckText("model", p.model(), kMaxModelBytes, true); !st.ok()) {
     return st;
   }
-  if (auto st = CheckText("event.provider_model", p.provider_model(), kMaxModelBytes, true);
-      !st.ok()) {
+  if (auto st = CheckText("provider_model", p.provider_model(), kMaxModelBytes, true); !st.ok()) {
     return st;
   }
   e.model = p.model();
   e.provider_model = p.provider_model();
   for (auto [field, v, max] :
-       {std::tuple{"event.prompt_tokens", p.prompt_tokens(), kMaxTokens},
-        std::tuple{"event.completion_tokens", p.completion_tokens(), kMaxTokens},
-        std::tuple{"event.cached_tokens", p.cached_tokens(), kMaxTokens},
-        std::tuple{"event.input_price_micros_per_mtok", p.input_price_micros_per_mtok(),
+       {std::tuple{"prompt_tokens", p.prompt_tokens(), kMaxTokens},
+        std::tuple{"completion_tokens", p.completion_tokens(), kMaxTokens},
+        std::tuple{"cached_tokens", p.cached_tokens(), kMaxTokens},
+        std::tuple{"input_price_micros_per_mtok", p.input_price_micros_per_mtok(),
                    kMaxPriceMicrosPerMtok},
-        std::tuple{"event.cached_input_price_micros_per_mtok",
-                   p.cached_input_price_micros_per_mtok(), kMaxPriceMicrosPerMtok},
-        std::tuple{"event.output_price_micros_per_mtok", p.output_price_micros_per_mtok(),
+        std::tuple{"cached_input_price_micros_per_mtok", p.cached_input_price_micros_per_mtok(),
+                   kMaxPriceMicrosPerMtok},
+        std::tuple{"output_price_micros_per_mtok", p.output_price_micros_per_mtok(),
                    kMaxPriceMicrosPerMtok}}) {
     if (auto st = CheckCount(field, v, max); !st.ok()) {
       return st;
@@ -82,7 +88,7 @@ absl::StatusOr<UsageEventRecord> EventFromProto(const v1::UsageEvent& p, absl::T
   }
   if (p.cached_tokens() > p.prompt_tokens()) {
     return absl::InvalidArgumentError(
-        "event.cached_tokens must not exceed event.prompt_tokens (cached tokens are counted "
+        "cached_tokens must not exceed prompt_tokens (cached tokens are counted "
         "inside prompt_tokens)");
   }
   e.prompt_tokens = p.prompt_tokens();
@@ -93,10 +99,8 @@ absl::StatusOr<UsageEventRecord> EventFromProto(const v1::UsageEvent& p, absl::T
   e.prices.output_micros_per_mtok = p.output_price_micros_per_mtok();
   int64_t expected = CostNanos(e.prompt_tokens, e.cached_tokens, e.completion_tokens, e.prices);
   if (p.cost_nanos() != expected) {
-    return absl::InvalidArgumentError(absl::StrCat("event.cost_nanos is ", p.cost_nanos(),
-                                                   " but the event's tokens and prices "
-                                                   "give ",
-                                                   expected));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cost_nanos is ", p.cost_nanos(), " but the event's tokens and prices give ", expected));
   }
   e.cost_nanos = p.cost_nanos();
   e.estimated = p.estimated();
@@ -112,23 +116,62 @@ absl::StatusOr<UsageEventRecord> EventFromProto(const v1::UsageEvent& p, absl::T
       break;
     default:
       return absl::InvalidArgumentError(
-          "event.outcome must be OUTCOME_COMPLETED, OUTCOME_FAILED or OUTCOME_CANCELLED");
+          "outcome must be OUTCOME_COMPLETED, OUTCOME_FAILED or OUTCOME_CANCELLED");
   }
   if (!p.has_occurred_at()) {
-    return absl::InvalidArgumentError("event.occurred_at is required");
+    return absl::InvalidArgumentError("occurred_at is required");
   }
-  auto occurred_at = TimeFromProto(p.occurred_at(), "event.occurred_at");
+  auto occurred_at = TimeFromProto(p.occurred_at(), "occurred_at");
   if (!occurred_at.ok()) {
     return occurred_at.status();
   }
   e.occurred_at = *occurred_at;
   if (e.occurred_at < kEpochFloor || e.occurred_at > now + kMaxFutureSkew) {
-    return absl::InvalidArgumentError(
-        "event.occurred_at must be after 2000-01-01 and not in the future");
+    return absl::InvalidArgumentError("occurred_at must be after 2000-01-01 and not in the future");
   }
   // The ledger keeps microseconds, as PostgreSQL does.
   e.occurred_at = absl::FromUnixMicros(absl::ToUnixMicros(e.occurred_at));
   return e;
+}
+
+}  // namespace
+
+absl::StatusOr<UsageEventRecord> EventFromProto(const v1::UsageEvent& p, absl::Time now,
+                                                absl::string_view path) {
+  auto e = CheckEvent(p, now);
+  if (!e.ok()) {
+    return absl::Status(e.status().code(), absl::StrCat(path, ".", e.status().message()));
+  }
+  return e;
+}
+
+absl::StatusOr<std::vector<UsageEventRecord>> BatchFromProto(
+    const google::protobuf::RepeatedPtrField<v1::UsageEvent>& events, absl::Time now) {
+  if (events.empty() || events.size() > kMaxBatchEvents) {
+    return absl::InvalidArgumentError(absl::StrCat("events must hold 1 to ", kMaxBatchEvents,
+                                                   " events (got ", events.size(), ")"));
+  }
+  std::vector<UsageEventRecord> out;
+  out.reserve(events.size());
+  // Index by event_id: a repeated id within one batch is a caller bug, not a duplicate
+  // delivery (whose answer would be ambiguous: which of the two was recorded?).
+  std::unordered_map<std::string_view, int> first;
+  first.reserve(events.size());
+  for (int i = 0; i < events.size(); ++i) {
+    auto e = EventFromProto(events[i], now, absl::StrCat("events[", i, "]"));
+    if (!e.ok()) {
+      return e.status();
+    }
+    auto [it, fresh] = first.emplace(events[i].event_id(), i);
+    if (!fresh) {
+      return absl::InvalidArgumentError(absl::StrCat("events[", i, "].event_id repeats events[",
+                                                     it->second,
+                                                     "].event_id; event_ids in a batch must be "
+                                                     "distinct"));
+    }
+    out.push_back(*std::move(e));
+  }
+  return out;
 }
 
 void EventToProto(const UsageEventRecord& e, v1::UsageEvent* out) {

@@ -76,7 +76,8 @@ UsageServiceImpl::Metrics::Metrics(prometheus::Registry& registry)
     : reservations(Family(registry, "aichat_usage_reservations_total",
                           "ReserveBudget decisions by result (replayed = repeated event_id)")),
       events(Family(registry, "aichat_usage_events_total",
-                    "RecordUsage calls by result (duplicate = event_id already recorded)")),
+                    "Usage events received by RecordUsage and RecordUsageBatch, by result "
+                    "(duplicate = event_id already recorded)")),
       releases(Family(registry, "aichat_usage_releases_total", "ReleaseBudget calls by result")),
       reserve_allowed(reservations.Add({{"result", "allowed"}})),
       reserve_rate_limited(reservations.Add({{"result", "rate_limited"}})),
@@ -93,6 +94,26 @@ UsageServiceImpl::Metrics::Metrics(prometheus::Registry& registry)
 UsageServiceImpl::UsageServiceImpl(UsageStore* store, const Authenticator* auth, WorkerPool* pool,
                                    prometheus::Registry& registry, Clock clock)
     : store_(store), auth_(auth), pool_(pool), metrics_(registry), clock_(std::move(clock)) {}
+
+absl::StatusOr<std::vector<bool>> UsageServiceImpl::Record(
+    const std::vector<UsageEventRecord>& events, absl::Time now) {
+  auto recorded = store_->RecordUsage(events, now);
+  if (!recorded.ok()) {
+    return recorded.status();
+  }
+  int64_t fresh = 0;
+  double cost = 0;  // the counter is a double; an int64 sum of 500 events could overflow
+  for (size_t i = 0; i < events.size(); ++i) {
+    if ((*recorded)[i]) {
+      ++fresh;
+      cost += static_cast<double>(events[i].cost_nanos);
+    }
+  }
+  metrics_.events_recorded.Increment(static_cast<double>(fresh));
+  metrics_.events_duplicate.Increment(static_cast<double>(events.size() - fresh));
+  metrics_.cost_nanos.Increment(cost);
+  return recorded;
+}
 
 grpc::ServerUnaryReactor* UsageServiceImpl::RecordUsage(grpc::CallbackServerContext* ctx,
                                                         const v1::RecordUsageRequest* req,
@@ -113,17 +134,39 @@ grpc::ServerUnaryReactor* UsageServiceImpl::RecordUsage(grpc::CallbackServerCont
     if (!event.ok()) {
       return event.status();
     }
-    auto recorded = store_->RecordUsage(*event, now);
+    auto recorded = Record({*std::move(event)}, now);
     if (!recorded.ok()) {
       return recorded.status();
     }
-    if (*recorded) {
-      metrics_.events_recorded.Increment();
-      metrics_.cost_nanos.Increment(static_cast<double>(event->cost_nanos));
-    } else {
-      metrics_.events_duplicate.Increment();
+    resp->set_recorded(recorded->front());
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* UsageServiceImpl::RecordUsageBatch(grpc::CallbackServerContext* ctx,
+                                                             const v1::RecordUsageBatchRequest* req,
+                                                             v1::RecordUsageBatchResponse* resp) {
+  return RunUnary(ctx, *pool_, [this, ctx, req, resp]() -> absl::Status {
+    auto caller = auth_->Authenticate(*ctx);
+    if (!caller.ok()) {
+      return caller.status();
     }
-    resp->set_recorded(*recorded);
+    if (auto st = RequireService(*caller); !st.ok()) {
+      return st;
+    }
+    absl::Time now = clock_();
+    auto events = BatchFromProto(req->events(), now);
+    if (!events.ok()) {
+      return events.status();
+    }
+    auto recorded = Record(*events, now);
+    if (!recorded.ok()) {
+      return recorded.status();
+    }
+    resp->mutable_recorded()->Reserve(static_cast<int>(recorded->size()));
+    for (bool r : *recorded) {
+      resp->add_recorded(r);
+    }
     return absl::OkStatus();
   });
 }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <functional>
+#include <vector>
 
 #include "absl/time/time.h"
 #include "aichat/usage/v1/usage.grpc.pb.h"
@@ -30,6 +31,9 @@ class UsageServiceImpl final : public v1::UsageService::CallbackService {
   grpc::ServerUnaryReactor* RecordUsage(grpc::CallbackServerContext* ctx,
                                         const v1::RecordUsageRequest* req,
                                         v1::RecordUsageResponse* resp) override;
+  grpc::ServerUnaryReactor* RecordUsageBatch(grpc::CallbackServerContext* ctx,
+                                             const v1::RecordUsageBatchRequest* req,
+                                             v1::RecordUsageBatchResponse* resp) override;
   grpc::ServerUnaryReactor* GetUsageSummary(grpc::CallbackServerContext* ctx,
                                             const v1::GetUsageSummaryRequest* req,
                                             v1::GetUsageSummaryResponse* resp) override;
@@ -48,6 +52,10 @@ class UsageServiceImpl final : public v1::UsageService::CallbackService {
                                           v1::ReleaseBudgetResponse* resp) override;
 
  private:
+  // Records validated events (one store call) and counts them in the metrics.
+  absl::StatusOr<std::vector<bool>> Record(const std::vector<UsageEventRecord>& events,
+                                           absl::Time now);
+
   // Counters with bounded labels (no user ids).
   struct Metrics {
     explicit Metrics(prometheus::Registry& registry);

@@ -110,9 +110,12 @@ class UsageStore {
  public:
   virtual ~UsageStore() = default;
 
-  // Inserts the event unless its event_id is known (false then) and, in the same
-  // transaction, settles the reservation with that event_id.
-  virtual absl::StatusOr<bool> RecordUsage(const UsageEventRecord& event, absl::Time now) = 0;
+  // Inserts the events whose event_id is not known yet and, in the same transaction,
+  // settles the reservations with those event_ids. Answers, in the events' order,
+  // which were inserted (false: already recorded, nothing changed). event_ids must
+  // be distinct.
+  virtual absl::StatusOr<std::vector<bool>> RecordUsage(const std::vector<UsageEventRecord>& events,
+                                                        absl::Time now) = 0;
   virtual absl::StatusOr<Summary> Summarize(const SummaryQuery& query) = 0;
   // Newest first.
   virtual absl::StatusOr<std::vector<StoredUsage>> ListUsage(const ListQuery& query) = 0;

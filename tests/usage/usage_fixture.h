@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -115,6 +116,20 @@ class UsageTest : public ::testing::Test {
     v1::RecordUsageResponse resp;
     auto st = stub_->RecordUsage(&ctx, req, &resp);
     if (recorded != nullptr) *recorded = resp.recorded();
+    return st;
+  }
+
+  grpc::Status RecordBatch(const std::vector<v1::UsageEvent>& events,
+                           std::vector<bool>* recorded = nullptr,
+                           const std::string* token = nullptr) {
+    grpc::ClientContext ctx;
+    aichat::testing::Authorize(ctx, token ? *token : service_token_);
+    aichat::testing::SetDeadline(ctx, absl::Seconds(30));
+    v1::RecordUsageBatchRequest req;
+    for (const auto& e : events) *req.add_events() = e;
+    v1::RecordUsageBatchResponse resp;
+    auto st = stub_->RecordUsageBatch(&ctx, req, &resp);
+    if (recorded != nullptr) recorded->assign(resp.recorded().begin(), resp.recorded().end());
     return st;
   }
 

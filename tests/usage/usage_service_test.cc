@@ -503,6 +503,51 @@ TEST_F(UsageTest, RepeatedReserveReturnsTheOriginalDecision) {
   EXPECT_EQ(Reserve(8, "t1", 100, 5, &again).error_code(), grpc::StatusCode::ALREADY_EXISTS);
 }
 
+// The refusal messages word for word (people read them, and a replay must repeat
+// them exactly), with amounts in dollars and times truncated to the second.
+TEST_F(UsageTest, RefusalMessagesAreWordedExactly) {
+  clock_.Set(Utc(2025, 3, 15, 12) + absl::Milliseconds(750));
+  ASSERT_TRUE(SetBudget(7, 1'500'000'000).ok());
+  v1::ReserveBudgetResponse r;
+  ASSERT_TRUE(Reserve(7, "big", 1'000'000'000, 2, &r).ok());
+  ASSERT_TRUE(r.allowed());
+  EXPECT_EQ(r.remaining_nanos(), 500'000'000);
+  EXPECT_EQ(r.reason(), v1::REFUSAL_REASON_UNSPECIFIED);
+  EXPECT_EQ(r.message(), "");
+  EXPECT_FALSE(r.has_retry_at());
+  ASSERT_TRUE(Reserve(7, "more", 600'000'123, 2, &r).ok());
+  EXPECT_FALSE(r.allowed());
+  EXPECT_EQ(r.reason(), v1::REFUSAL_REASON_BUDGET_EXCEEDED);
+  EXPECT_EQ(r.remaining_nanos(), 500'000'000);
+  EXPECT_EQ(FromProto(r.retry_at()), clock_.Now() + kTtl);
+  EXPECT_EQ(r.message(),
+            "monthly budget of $1.50 reached (spent $0.00, in flight $1.00, this turn needs up "
+            "to $0.600000123); turns in flight hold the rest, retry after 2025-03-15T12:10:00Z");
+  ASSERT_TRUE(Reserve(7, "small", 7, 2, &r).ok());
+  ASSERT_TRUE(r.allowed());
+  ASSERT_TRUE(Reserve(7, "third", 7, 2, &r).ok());
+  EXPECT_FALSE(r.allowed());
+  EXPECT_EQ(r.reason(), v1::REFUSAL_REASON_RATE_LIMITED);
+  EXPECT_EQ(r.remaining_nanos(), 0);
+  EXPECT_EQ(FromProto(r.retry_at()), clock_.Now() + absl::Minutes(1));
+  EXPECT_EQ(r.message(),
+            "rate limit of 2 requests per minute reached; next request allowed at "
+            "2025-03-15T12:01:00Z");
+  // Spent alone leaves no room: only the month's end helps. 1000000 prompt tokens
+  // at 1500000 micros/Mtok = $1.50 spent.
+  auto e = Event("big", 7, 1'000'000, 0);
+  e.set_input_price_micros_per_mtok(1'500'000);
+  e.set_cost_nanos(1'500'000'000);
+  ASSERT_TRUE(Record(e).ok());
+  ASSERT_TRUE(Reserve(7, "after", 1, 0, &r).ok());
+  EXPECT_FALSE(r.allowed());
+  EXPECT_EQ(r.remaining_nanos(), -7);
+  EXPECT_EQ(FromProto(r.retry_at()), Utc(2025, 4, 1));
+  EXPECT_EQ(r.message(),
+            "monthly budget of $1.50 reached (spent $1.50, in flight $0.000000007, this turn "
+            "needs up to $0.000000001); the budget resets at 2025-04-01T00:00:00Z");
+}
+
 TEST_F(UsageTest, ExpiredReservationsStopHoldingBudget) {
   ASSERT_TRUE(SetBudget(7, 1000).ok());
   absl::Time t0 = clock_.Now();
@@ -668,6 +713,27 @@ TEST_F(UsageTest, MetricsCountDecisionsAndEvents) {
   EXPECT_EQ(CounterValue(registry_, "aichat_usage_reservations_total", "budget_exceeded"), 1);
   EXPECT_EQ(CounterValue(registry_, "aichat_usage_events_total", "recorded"), 1);
   EXPECT_EQ(CounterValue(registry_, "aichat_usage_events_total", "duplicate"), 1);
+}
+
+// Decisions are kept a day past the TTL (for replays), then pruned by the user's
+// next reservation; other users' decisions are left alone.
+TEST_F(UsageTest, OldDecisionsArePrunedByTheUsersNextReservation) {
+  absl::Time t0 = clock_.Now();
+  v1::ReserveBudgetResponse r;
+  ASSERT_TRUE(Reserve(7, "old", 5, 0, &r).ok());
+  ASSERT_TRUE(Reserve(8, "other", 5, 0, &r).ok());
+  const absl::Duration keep = kTtl + absl::Hours(24);
+  clock_.Set(t0 + keep);
+  ASSERT_TRUE(Reserve(7, "kept", 5, 0, &r).ok());
+  EXPECT_EQ(Count("reservations"), 3);
+  clock_.Set(t0 + keep + absl::Microseconds(1));
+  ASSERT_TRUE(Reserve(7, "new", 5, 0, &r).ok());
+  EXPECT_EQ(Count("reservations"), 3);
+  EXPECT_EQ(pool_->Exec("SELECT count(*) FROM reservations WHERE event_id = 'old'")->Int(0, 0), 0);
+  // Once pruned, the id is free again: a fresh decision, not a replay.
+  ASSERT_TRUE(Reserve(7, "old", 5, 0, &r).ok());
+  EXPECT_TRUE(r.allowed());
+  EXPECT_EQ(CounterValue(registry_, "aichat_usage_reservations_total", "replayed"), 0);
 }
 
 }  // namespace
