@@ -52,6 +52,7 @@ int Serve(const AgentConfig& cfg) {
   auto usage = MakeGrpcUsagePeer(MakePeerChannel(cfg.usage_addr, cfg.common.peer), popts);
   PromptIds prompt_ids(&store, workers.get());
   RunningTurns running;
+  TurnGate gate;
 
   ServiceServer server(ServerOptionsFrom("ai-agent", cfg.common));
   (*pool)->ExportMetrics(server.registry());
@@ -72,6 +73,7 @@ int Serve(const AgentConfig& cfg) {
   deps.usage = usage.get();
   deps.prompt_ids = &prompt_ids;
   deps.running = &running;
+  deps.gate = &gate;
   deps.metrics = &metrics;
   deps.replica = ReplicaName(cfg);
   deps.publish = [&outbox](int64_t id, UsageRecord r) { outbox.Publish(id, std::move(r)); };

@@ -54,6 +54,16 @@ std::shared_ptr<Turn> Turn::Start(TurnDeps* deps, TurnRequest request, TurnSink*
     turn->Finish(st, nullptr);
     return turn;
   }
+  // A user refused a moment ago is refused again before anything is read or written.
+  if (deps->gate != nullptr) {
+    if (auto st =
+            deps->gate->Check(turn->req_.caller.user_id, turn->RequestsPerMinute(), absl::Now());
+        !st.ok()) {
+      if (deps->metrics != nullptr) deps->metrics->Turn("REFUSED_LOCALLY");
+      turn->Finish(st, nullptr);
+      return turn;
+    }
+  }
   turn->Read();
   return turn;
 }
@@ -75,6 +85,11 @@ void Turn::Cancel() {
     call = call_;
   }
   if (call != nullptr) call->Cancel();
+}
+
+int32_t Turn::RequestsPerMinute() const {
+  return req_.caller.requests_per_minute > 0 ? req_.caller.requests_per_minute
+                                             : deps_->options.default_requests_per_minute;
 }
 
 PeerCall Turn::ClientCall() const {
@@ -246,9 +261,7 @@ void Turn::Claim(int64_t prompt_id) {
   reserve.event_id = event_id_;
   reserve.max_cost_nanos = CostNanos(context_tokens_, 0, max_output_, model_.prices);
   // A service acting for a user carries no per-user rate in its token: the default.
-  reserve.requests_per_minute = req_.caller.requests_per_minute > 0
-                                    ? req_.caller.requests_per_minute
-                                    : deps_->options.default_requests_per_minute;
+  reserve.requests_per_minute = RequestsPerMinute();
   deps_->usage->Reserve(ClientCall(), reserve, [self](absl::StatusOr<ReserveDecision> d) {
     self->reserve_ = std::move(d);
     self->Arrive(&Turn::AfterClaim);
@@ -298,10 +311,22 @@ void Turn::AfterClaim() {
     if (!(deps_->options.budget_fail_open && IsPeerUnreachable(reserve_.status()))) {
       return Unclaim(reserve_.status(), PromptStatus::kFailed);
     }
+    // The rate limit still holds, per replica, while usage is away.
+    if (deps_->gate != nullptr) {
+      if (auto st =
+              deps_->gate->AdmitWithoutUsage(req_.caller.user_id, RequestsPerMinute(), absl::Now());
+          !st.ok()) {
+        return Unclaim(st, PromptStatus::kRateLimited);
+      }
+    }
     if (deps_->metrics != nullptr) deps_->metrics->reservations_skipped().Increment();
     LogWarn("usage unreachable: turn admitted without a budget reservation",
             {{"prompt_id", facts_.prompt_id}});
   } else if (!reserve_->allowed) {
+    if (deps_->gate != nullptr) {
+      deps_->gate->Refused(req_.caller.user_id, RequestsPerMinute(), reserve_->rate_limited,
+                           reserve_->message, reserve_->retry_at, absl::Now());
+    }
     return Unclaim(
         absl::ResourceExhaustedError(reserve_->message),
         reserve_->rate_limited ? PromptStatus::kRateLimited : PromptStatus::kBudgetExceeded);

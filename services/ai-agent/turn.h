@@ -34,6 +34,7 @@
 #include "services/ai-agent/request_checks.h"
 #include "services/ai-agent/running_turns.h"
 #include "services/ai-agent/turn_end.h"
+#include "services/ai-agent/turn_gate.h"
 
 namespace grpc {
 class Status;
@@ -77,6 +78,7 @@ struct TurnDeps {
   UsagePeer* usage = nullptr;
   PromptIds* prompt_ids = nullptr;
   RunningTurns* running = nullptr;
+  TurnGate* gate = nullptr;         // may be null: no local memory of limits
   AgentMetrics* metrics = nullptr;  // may be null
   std::string replica;              // this replica's lease name, the owner of its turns
   // A usage event committed to the outbox (entry id) and due for delivery now.
@@ -141,6 +143,7 @@ class Turn : public std::enable_shared_from_this<Turn> {
   PeerCall ClientCall() const;  // the client's deadline and cancellation
   PeerCall SaveCall() const;    // survives the client
   bool cancelled();
+  int32_t RequestsPerMinute() const;  // the caller's, or the default for services
   std::string RequestHash() const;
   absl::Status BuildContext(TurnContext context);
 

@@ -145,8 +145,10 @@ void FakeUsage::Reserve(const PeerCall& call, const ReserveRequest& r,
       if (r.requests_per_minute > 0 && static_cast<int>(window.size()) >= r.requests_per_minute) {
         d.rate_limited = true;
         d.message = "rate limit reached";
+        d.retry_at = window.front() + absl::Minutes(1);
       } else if (limit_ > 0 && spent + held + r.max_cost_nanos > limit_) {
         d.message = "monthly budget reached";
+        d.retry_at = now + absl::Hours(24);
       } else {
         d.allowed = true;
         window.push_back(now);

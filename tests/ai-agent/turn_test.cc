@@ -89,6 +89,7 @@ class TurnTest : public ::testing::Test {
     deps_.usage = &usage_;
     deps_.prompt_ids = ids_.get();
     deps_.running = &running_;
+    deps_.gate = &gate_;
     deps_.replica = "replica-1";
     // The outbox, delivering at once: usage records it, the entry is deleted.
     deps_.publish = [this](int64_t id, UsageRecord r) {
@@ -155,6 +156,7 @@ class TurnTest : public ::testing::Test {
   FakeUsage usage_;
   ScriptedLlm llm_;
   RunningTurns running_;
+  TurnGate gate_;
   std::unique_ptr<MemoryAgentStore> store_;
   std::unique_ptr<WorkerPool> workers_;
   std::unique_ptr<ModelRegistry> models_;
@@ -238,6 +240,9 @@ TEST_F(TurnTest, BudgetRefusalLeavesTheConversationAsItWas) {
   EXPECT_EQ(prompts[0].status, PromptStatus::kBudgetExceeded);
   EXPECT_TRUE(prompts[0].idempotency_key.empty());  // a retry with the key runs afresh
   usage_.SetBudget(0);
+  // (This replica trusts the refusal for a few seconds; another replica, or this one
+  // after that, sees the raised budget.)
+  deps_.gate = nullptr;
   llm_.Push({.deltas = {"fine"}});
   auto again = Run(Request(conv, "expensive", "key-1"));
   ASSERT_TRUE(again->status_.ok()) << again->status_.error_message();
@@ -256,6 +261,62 @@ TEST_F(TurnTest, RateLimitRefusesWithoutCallingTheProvider) {
   EXPECT_EQ(Count(conv, MessageRole::kUser), 1);
   ASSERT_EQ(Prompts().size(), 2u);
   EXPECT_EQ(Prompts()[1].status, PromptStatus::kRateLimited);
+}
+
+TEST_F(TurnTest, ARefusedUsersNextTurnsCostNothingUntilTheLimitFrees) {
+  int64_t conv = conv_.Create(1);
+  auto req = Request(conv, "one");
+  req.caller.requests_per_minute = 1;
+  ASSERT_TRUE(Run(req)->status_.ok());
+  EXPECT_EQ(Run(req)->status_.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  Quiesce();
+  const size_t prompts = Prompts().size();
+  const int appends = conv_.appends();
+  // Remembered: refused before anything is read or written.
+  auto again = Run(req);
+  EXPECT_EQ(again->status_.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(again->status_.error_message().find("rate limit"), std::string::npos);
+  Quiesce();
+  EXPECT_EQ(Prompts().size(), prompts);
+  EXPECT_EQ(conv_.appends(), appends);
+  // A token with another rate is not bound by the old refusal.
+  req.caller.requests_per_minute = 100;
+  EXPECT_TRUE(Run(req)->status_.ok());
+}
+
+TEST_F(TurnTest, WhileUsageIsUnreachableTheRateStillHoldsPerReplica) {
+  int64_t conv = conv_.Create(1);
+  absl::Status unreachable = absl::UnavailableError("usage service unavailable");
+  unreachable.SetPayload(kPeerUnreachable, absl::Cord());
+  usage_.SetReserveError(unreachable);
+  auto req = Request(conv, "hi");
+  req.caller.requests_per_minute = 2;
+  EXPECT_TRUE(Run(req)->status_.ok());
+  EXPECT_TRUE(Run(req)->status_.ok());
+  auto third = Run(req);
+  EXPECT_EQ(third->status_.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(third->status_.error_message().find("unreachable"), std::string::npos);
+  Quiesce();
+  EXPECT_EQ(Prompts().back().status, PromptStatus::kRateLimited);
+  EXPECT_EQ(llm_.requests().size(), 2u);
+}
+
+TEST(TurnGateTest, BudgetRefusalsAreTrustedBrieflyRateRefusalsUntilTheyFree) {
+  TurnGate gate(absl::Seconds(5));
+  const absl::Time t0 = absl::FromUnixSeconds(1000);
+  gate.Refused(1, 10, /*rate_limited=*/true, "rate", t0 + absl::Seconds(30), t0);
+  gate.Refused(2, 10, /*rate_limited=*/false, "budget", t0 + absl::Hours(100), t0);
+  // (Time only moves forward.)
+  EXPECT_TRUE(gate.Check(3, 10, t0).ok());
+  EXPECT_FALSE(gate.Check(2, 10, t0 + absl::Seconds(4)).ok());
+  EXPECT_TRUE(gate.Check(2, 10, t0 + absl::Seconds(5)).ok());  // an admin may have raised it
+  EXPECT_FALSE(gate.Check(1, 10, t0 + absl::Seconds(29)).ok());
+  EXPECT_TRUE(gate.Check(1, 10, t0 + absl::Seconds(30)).ok());
+  // The local limit is a sliding minute.
+  const absl::Time t1 = t0 + absl::Seconds(100);
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(gate.AdmitWithoutUsage(4, 3, t1 + absl::Seconds(i)).ok());
+  EXPECT_FALSE(gate.AdmitWithoutUsage(4, 3, t1 + absl::Seconds(59)).ok());
+  EXPECT_TRUE(gate.AdmitWithoutUsage(4, 3, t1 + absl::Seconds(61)).ok());
 }
 
 TEST_F(TurnTest, ProviderErrorBeforeAnyTokenChargesNothing) {
