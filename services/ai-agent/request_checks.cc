@@ -103,11 +103,42 @@ absl::Status CheckProviderUrl(const std::string& field, std::string_view url,
 }
 
 absl::Status ValidateTurnRequest(const TurnRequest& r) {
-  if (r.conversation_id <= 0) {
-    return absl::InvalidArgumentError("conversation_id must be positive");
-  }
-  if (!r.regenerate) {
-    if (auto st = CheckText("content", r.content, kMaxContentBytes, true); !st.ok()) return st;
+  if (r.stateless) {
+    // The caller's messages are the whole context.
+    if (r.conversation_id != 0 || r.regenerate) {
+      return absl::InvalidArgumentError("a stateless turn names no conversation");
+    }
+    if (r.messages.empty()) {
+      return absl::InvalidArgumentError("messages must hold at least one message");
+    }
+    if (r.messages.size() > kMaxStatelessMessages) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("messages may hold at most ", kMaxStatelessMessages, " messages"));
+    }
+    size_t total = 0;
+    for (size_t i = 0; i < r.messages.size(); ++i) {
+      const auto& [role, content] = r.messages[i];
+      const std::string field = absl::StrCat("messages[", i, "]");
+      if (role != "system" && role != "user" && role != "assistant" && role != "developer") {
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, ".role must be system, developer, user or assistant"));
+      }
+      if (auto st = CheckText(field + ".content", content, kMaxContentBytes, false); !st.ok()) {
+        return st;
+      }
+      total += content.size();
+    }
+    if (total > kMaxStatelessBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("messages hold more than ", kMaxStatelessBytes, " bytes of content"));
+    }
+  } else {
+    if (r.conversation_id <= 0) {
+      return absl::InvalidArgumentError("conversation_id must be positive");
+    }
+    if (!r.regenerate) {
+      if (auto st = CheckText("content", r.content, kMaxContentBytes, true); !st.ok()) return st;
+    }
   }
   if (auto st = CheckText("model", r.model, kMaxModelBytes, false); !st.ok()) return st;
   if (auto st = CheckText("idempotency_key", r.idempotency_key, kMaxIdempotencyKeyBytes, false);

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -21,10 +22,19 @@ inline constexpr size_t kMaxContentBytes = 256 * 1024;
 inline constexpr size_t kMaxIdempotencyKeyBytes = 128;
 inline constexpr size_t kMaxModelBytes = 100;
 
+inline constexpr size_t kMaxStatelessMessages = 2048;
+inline constexpr size_t kMaxStatelessBytes = 4 * 1024 * 1024;
+
 struct TurnRequest {
   Caller caller;
+  // A stored conversation: its history is the context, both messages are saved.
   int64_t conversation_id = 0;
-  std::string content;  // empty for regenerations
+  // Or a stateless turn (the OpenAI-compatible API without a conversation): the whole
+  // context is `messages` as (role, content), nothing is saved in a conversation, and
+  // the turn is still budgeted, rate-limited, stored as a prompt and charged.
+  bool stateless = false;
+  std::vector<std::pair<std::string, std::string>> messages;
+  std::string content;  // empty for regenerations and stateless turns
   std::string model;
   std::string idempotency_key;
   std::optional<int32_t> max_output_tokens;
@@ -36,8 +46,8 @@ struct TurnRequest {
   const grpc::CallbackServerContext* server_context = nullptr;
 };
 
-// conversation_id, content (unless regenerating), model, idempotency_key,
-// max_output_tokens and temperature.
+// conversation_id, content (unless regenerating), or messages (stateless), model,
+// idempotency_key, max_output_tokens and temperature.
 absl::Status ValidateTurnRequest(const TurnRequest& request);
 
 // Where the agent may send a provider key (the operator's settings). A model config

@@ -54,7 +54,7 @@ std::shared_ptr<Turn> Turn::Start(TurnDeps* deps, TurnRequest request, TurnSink*
     turn->Finish(st, nullptr);
     return turn;
   }
-  // A user refused a moment ago is refused again before anything is read or written.
+  // A user over the rate a moment ago is refused again before anything is read or written.
   if (deps->gate != nullptr) {
     if (auto st =
             deps->gate->Check(turn->req_.caller.user_id, turn->RequestsPerMinute(), absl::Now());
@@ -105,10 +105,15 @@ PeerCall Turn::SaveCall() const {
 // What a retry with the same key must repeat: the conversation and every field
 // that shapes the answer.
 std::string Turn::RequestHash() const {
-  std::string material = absl::StrCat(
-      req_.conversation_id, "\n", req_.regenerate ? "regenerate" : "send", "\n", req_.model, "\n",
-      req_.max_output_tokens.value_or(0), "\n",
-      req_.temperature.has_value() ? absl::StrCat(*req_.temperature) : "-", "\n", req_.content);
+  std::string material;
+  for (const auto& [role, content] : req_.messages) {
+    absl::StrAppend(&material, role.size(), ":", role, content.size(), ":", content);
+  }
+  absl::StrAppend(&material, req_.conversation_id, "\n",
+                  req_.stateless ? "stateless" : (req_.regenerate ? "regenerate" : "send"), "\n",
+                  req_.model, "\n", req_.max_output_tokens.value_or(0), "\n",
+                  req_.temperature.has_value() ? absl::StrCat(*req_.temperature) : "-", "\n",
+                  req_.content);
   unsigned char digest[16];
   crypto_generichash(digest, sizeof(digest),
                      reinterpret_cast<const unsigned char*>(material.data()), material.size(),
@@ -121,17 +126,22 @@ std::string Turn::RequestHash() const {
 
 void Turn::Read() {
   const bool keyed = !req_.idempotency_key.empty();
-  if (keyed) request_hash_ = RequestHash();  // before the content moves on
-  join_.store(keyed ? 2 : 1, std::memory_order_relaxed);
+  if (keyed) request_hash_ = RequestHash();   // before the content moves on
+  if (req_.stateless) read_ = TurnContext{};  // the request carries the context
+  const int calls = (keyed ? 1 : 0) + (req_.stateless ? 0 : 1);
+  if (calls == 0) return AfterRead();
+  join_.store(calls, std::memory_order_relaxed);
   auto self = shared_from_this();
-  // The model may be the conversation's, known only after this read: ask for the
-  // largest context any model takes and cut it down once the model is known.
-  int32_t max_tokens = deps_->models->LargestContextBudget();
-  deps_->conversation->ReadContext(ClientCall(), req_.conversation_id, max_tokens,
-                                   [self](absl::StatusOr<TurnContext> r) {
-                                     self->read_ = std::move(r);
-                                     self->Arrive(&Turn::AfterRead);
-                                   });
+  if (!req_.stateless) {
+    // The model may be the conversation's, known only after this read: ask for the
+    // largest context any model takes and cut it down once the model is known.
+    int32_t max_tokens = deps_->models->LargestContextBudget();
+    deps_->conversation->ReadContext(ClientCall(), req_.conversation_id, max_tokens,
+                                     [self](absl::StatusOr<TurnContext> r) {
+                                       self->read_ = std::move(r);
+                                       self->Arrive(&Turn::AfterRead);
+                                     });
+  }
   if (keyed) {
     deps_->workers->Submit([self] {
       self->earlier_ = self->deps_->store->FindByIdempotencyKey(self->req_.caller.user_id,
@@ -180,6 +190,20 @@ absl::Status Turn::BuildContext(TurnContext ctx) {
     max_output_ = *req_.max_output_tokens;
   }
   const int64_t budget = int64_t{model_.config.context_window} - max_output_;
+  if (req_.stateless) {
+    // The caller's messages, as given, are the whole context.
+    messages_.reserve(req_.messages.size());
+    for (auto& [role, content] : req_.messages) {
+      messages_.push_back({role, std::move(content)});
+    }
+    context_tokens_ = EstimatePromptTokens(messages_);
+    if (context_tokens_ > budget) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("messages are too long for the context window of model ", model_.config.name,
+                       " (about ", context_tokens_, " tokens; at most ", budget, ")"));
+    }
+    return absl::OkStatus();
+  }
   const int64_t own = req_.regenerate ? 0 : EstimateTokens(req_.content) + 4;
   if (own > budget) {
     return absl::InvalidArgumentError(
@@ -254,7 +278,8 @@ void Turn::Claim(int64_t prompt_id) {
   p.user_message_id = facts_.user_message_id;
   p.replaces_message_id = facts_.replaces_message_id;
 
-  join_.store(req_.regenerate ? 2 : 3, std::memory_order_relaxed);
+  const bool appends_user_message = !req_.regenerate && !req_.stateless;
+  join_.store(appends_user_message ? 3 : 2, std::memory_order_relaxed);
   auto self = shared_from_this();
   // Worst case: the whole context at the input price plus every allowed answer token.
   ReserveRequest reserve;
@@ -270,7 +295,7 @@ void Turn::Claim(int64_t prompt_id) {
     self->insert_ = self->deps_->store->InsertPrompt(p);
     self->Arrive(&Turn::AfterClaim);
   });
-  if (!req_.regenerate) {
+  if (appends_user_message) {
     NewTurnMessage m;
     m.conversation_id = req_.conversation_id;
     m.role = MessageRole::kUser;
@@ -284,7 +309,7 @@ void Turn::Claim(int64_t prompt_id) {
 }
 
 void Turn::AfterClaim() {
-  if (req_.regenerate) {
+  if (req_.regenerate || req_.stateless) {
     user_append_ = facts_.user_message_id;
   } else if (user_append_.ok()) {
     facts_.user_message_id = *user_append_;
@@ -323,9 +348,9 @@ void Turn::AfterClaim() {
     LogWarn("usage unreachable: turn admitted without a budget reservation",
             {{"prompt_id", facts_.prompt_id}});
   } else if (!reserve_->allowed) {
-    if (deps_->gate != nullptr) {
-      deps_->gate->Refused(req_.caller.user_id, RequestsPerMinute(), reserve_->rate_limited,
-                           reserve_->message, reserve_->retry_at, absl::Now());
+    if (deps_->gate != nullptr && reserve_->rate_limited) {
+      deps_->gate->RateLimited(req_.caller.user_id, RequestsPerMinute(), reserve_->message,
+                               reserve_->retry_at, absl::Now());
     }
     return Unclaim(
         absl::ResourceExhaustedError(reserve_->message),
@@ -348,7 +373,7 @@ void Turn::Unclaim(absl::Status status, std::optional<PromptStatus> prompt_statu
     deps_->usage->Release(event_id_);
     reserved_ = false;
   }
-  const bool retract = !req_.regenerate && maybe_written(user_append_.status());
+  const bool retract = !req_.regenerate && !req_.stateless && maybe_written(user_append_.status());
   const bool mark = prompt_status.has_value();
   if (deps_->metrics != nullptr && mark) deps_->metrics->Turn(PromptStatusName(*prompt_status));
   auto self = shared_from_this();
@@ -430,6 +455,11 @@ void Turn::OnProviderDone(LlmOutcome outcome) {
   const absl::Time now = absl::Now();
   ended_at_ = now;
   end_ = ConcludeTurn(facts_, outcome, now);
+  if (req_.stateless) {
+    // No conversation keeps the answer; the prompt row does.
+    end_.answer.reset();
+    end_.outcome.answer_pending = false;
+  }
   if (end_.release_reservation && reserved_) {
     deps_->usage->Release(event_id_);
     reserved_ = false;

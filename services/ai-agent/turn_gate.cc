@@ -11,18 +11,19 @@ absl::Status TurnGate::Check(int64_t user_id, int32_t rpm, absl::Time now) {
   absl::MutexLock lock(&mu_);
   Prune(now);
   auto it = refused_.find(user_id);
-  if (it == refused_.end() || it->second.until <= now) return absl::OkStatus();
-  if (it->second.rate_limited && it->second.rpm != rpm) return absl::OkStatus();
+  if (it == refused_.end() || it->second.until <= now || it->second.rpm != rpm) {
+    return absl::OkStatus();
+  }
   return absl::ResourceExhaustedError(it->second.message);
 }
 
-void TurnGate::Refused(int64_t user_id, int32_t rpm, bool rate_limited, const std::string& message,
-                       std::optional<absl::Time> retry_at, absl::Time now) {
-  absl::Time until = retry_at.value_or(now);
-  if (!rate_limited) until = std::min(until, now + budget_ttl_);
+void TurnGate::RateLimited(int64_t user_id, int32_t rpm, const std::string& message,
+                           std::optional<absl::Time> retry_at, absl::Time now) {
+  // Never longer than the window: whatever usage says, a minute frees the rate.
+  absl::Time until = std::min(retry_at.value_or(now), now + kWindow);
   if (until <= now) return;
   absl::MutexLock lock(&mu_);
-  refused_[user_id] = Refusal{until, rpm, rate_limited, message};
+  refused_[user_id] = Refusal{until, rpm, message};
 }
 
 absl::Status TurnGate::AdmitWithoutUsage(int64_t user_id, int32_t rpm, absl::Time now) {

@@ -20,15 +20,11 @@ namespace aichat::agent {
 
 class TurnGate {
  public:
-  // How long a budget refusal is trusted (an admin may raise the budget any time).
-  explicit TurnGate(absl::Duration budget_refusal_ttl = absl::Seconds(5))
-      : budget_ttl_(budget_refusal_ttl) {}
-
-  // RESOURCE_EXHAUSTED when an earlier refusal of this user still holds.
+  // RESOURCE_EXHAUSTED when an earlier rate refusal of this user still holds.
   absl::Status Check(int64_t user_id, int32_t requests_per_minute, absl::Time now);
-  // Usage refused a turn of this user; it may be retried from `retry_at`.
-  void Refused(int64_t user_id, int32_t requests_per_minute, bool rate_limited,
-               const std::string& message, std::optional<absl::Time> retry_at, absl::Time now);
+  // Usage refused a turn of this user by its rate; it may be retried from `retry_at`.
+  void RateLimited(int64_t user_id, int32_t requests_per_minute, const std::string& message,
+                   std::optional<absl::Time> retry_at, absl::Time now);
   // Usage is unreachable: admit within the user's rate on this replica (a sliding
   // minute). RESOURCE_EXHAUSTED beyond it.
   absl::Status AdmitWithoutUsage(int64_t user_id, int32_t requests_per_minute, absl::Time now);
@@ -37,12 +33,10 @@ class TurnGate {
   struct Refusal {
     absl::Time until;
     int32_t rpm = 0;  // a token with another rate is not bound by it
-    bool rate_limited = false;
     std::string message;
   };
   void Prune(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  const absl::Duration budget_ttl_;
   absl::Mutex mu_;
   absl::flat_hash_map<int64_t, Refusal> refused_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<int64_t, std::deque<absl::Time>> local_ ABSL_GUARDED_BY(mu_);

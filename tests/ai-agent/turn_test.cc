@@ -239,10 +239,7 @@ TEST_F(TurnTest, BudgetRefusalLeavesTheConversationAsItWas) {
   ASSERT_EQ(prompts.size(), 1u);
   EXPECT_EQ(prompts[0].status, PromptStatus::kBudgetExceeded);
   EXPECT_TRUE(prompts[0].idempotency_key.empty());  // a retry with the key runs afresh
-  usage_.SetBudget(0);
-  // (This replica trusts the refusal for a few seconds; another replica, or this one
-  // after that, sees the raised budget.)
-  deps_.gate = nullptr;
+  usage_.SetBudget(0);  // an admin raised it: the next turn sees it at once
   llm_.Push({.deltas = {"fine"}});
   auto again = Run(Request(conv, "expensive", "key-1"));
   ASSERT_TRUE(again->status_.ok()) << again->status_.error_message();
@@ -301,17 +298,18 @@ TEST_F(TurnTest, WhileUsageIsUnreachableTheRateStillHoldsPerReplica) {
   EXPECT_EQ(llm_.requests().size(), 2u);
 }
 
-TEST(TurnGateTest, BudgetRefusalsAreTrustedBrieflyRateRefusalsUntilTheyFree) {
-  TurnGate gate(absl::Seconds(5));
+TEST(TurnGateTest, ARateRefusalHoldsUntilTheWindowFrees) {
+  TurnGate gate;
   const absl::Time t0 = absl::FromUnixSeconds(1000);
-  gate.Refused(1, 10, /*rate_limited=*/true, "rate", t0 + absl::Seconds(30), t0);
-  gate.Refused(2, 10, /*rate_limited=*/false, "budget", t0 + absl::Hours(100), t0);
+  gate.RateLimited(1, 10, "rate", t0 + absl::Seconds(30), t0);
+  gate.RateLimited(2, 10, "rate", t0 + absl::Hours(5), t0);  // never past a minute
   // (Time only moves forward.)
   EXPECT_TRUE(gate.Check(3, 10, t0).ok());
-  EXPECT_FALSE(gate.Check(2, 10, t0 + absl::Seconds(4)).ok());
-  EXPECT_TRUE(gate.Check(2, 10, t0 + absl::Seconds(5)).ok());  // an admin may have raised it
   EXPECT_FALSE(gate.Check(1, 10, t0 + absl::Seconds(29)).ok());
+  EXPECT_TRUE(gate.Check(1, 20, t0 + absl::Seconds(29)).ok());  // a token with another rate
   EXPECT_TRUE(gate.Check(1, 10, t0 + absl::Seconds(30)).ok());
+  EXPECT_FALSE(gate.Check(2, 10, t0 + absl::Seconds(59)).ok());
+  EXPECT_TRUE(gate.Check(2, 10, t0 + absl::Seconds(60)).ok());
   // The local limit is a sliding minute.
   const absl::Time t1 = t0 + absl::Seconds(100);
   for (int i = 0; i < 3; ++i) EXPECT_TRUE(gate.AdmitWithoutUsage(4, 3, t1 + absl::Seconds(i)).ok());
@@ -577,6 +575,60 @@ TEST_F(TurnTest, RegenerateReplacesTheLastAnswer) {
   // Asked without the old answer.
   ASSERT_EQ(llm_.requests().back().messages.size(), 1u);
   EXPECT_EQ(llm_.requests().back().messages[0].content, "question");
+}
+
+TEST_F(TurnTest, AStatelessTurnSendsTheCallersMessagesAndStoresOnlyThePrompt) {
+  TurnRequest req = Request(0, "");
+  req.stateless = true;
+  req.messages = {
+      {"system", "be brief"}, {"user", "hi"}, {"assistant", "hello"}, {"user", "and now?"}};
+  req.idempotency_key = "sdk-retry-1";
+  llm_.Push({.deltas = {"now ", "this"}});
+  auto s = Run(req);
+  ASSERT_TRUE(s->status_.ok()) << s->status_.error_message();
+  EXPECT_EQ(s->result_->text(), "now this");
+  EXPECT_EQ(s->result_->cost_nanos(), kCost);
+  EXPECT_EQ(s->result_->user_message_id(), 0);
+  EXPECT_EQ(s->result_->response_message_id(), 0);
+  Quiesce();
+  auto reqs = llm_.requests();
+  ASSERT_EQ(reqs.size(), 1u);
+  ASSERT_EQ(reqs[0].messages.size(), 4u);
+  EXPECT_EQ(reqs[0].messages[2].role, "assistant");
+  EXPECT_EQ(reqs[0].messages[3].content, "and now?");
+  PromptRecord p = PromptOf(*s);
+  EXPECT_EQ(p.status, PromptStatus::kCompleted);
+  EXPECT_EQ(p.conversation_id, 0);
+  EXPECT_FALSE(p.answer_pending);
+  EXPECT_EQ(usage_.ledger().size(), 1u);
+  EXPECT_EQ(conv_.appends(), 0);
+  // An SDK's retry with the same key gets the same answer, charged once.
+  auto again = Run(req);
+  ASSERT_TRUE(again->status_.ok()) << again->status_.error_message();
+  EXPECT_EQ(again->result_->prompt_id(), p.id);
+  EXPECT_EQ(again->text_, "now this");
+  req.messages.back().second = "something else";
+  EXPECT_EQ(Run(req)->status_.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  Quiesce();
+  EXPECT_EQ(llm_.requests().size(), 1u);
+  EXPECT_EQ(usage_.ledger().size(), 1u);
+}
+
+TEST_F(TurnTest, StatelessMessagesAreCheckedNamingTheField) {
+  TurnRequest req = Request(0, "");
+  req.stateless = true;
+  EXPECT_EQ(Run(req)->status_.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  req.messages = {{"user", "ok"}, {"tool", "no"}};
+  auto s = Run(req);
+  EXPECT_EQ(s->status_.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s->status_.error_message().find("messages[1].role"), std::string::npos);
+  req.messages = {{"user", std::string(4000, 'x')}};
+  req.model = "tiny";
+  s = Run(req);
+  EXPECT_EQ(s->status_.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s->status_.error_message().find("messages are too long"), std::string::npos);
+  Quiesce();
+  EXPECT_TRUE(Prompts().empty());
 }
 
 TEST_F(TurnTest, RegenerateWithoutAUserMessageIsRefused) {
