@@ -580,16 +580,20 @@ void Turn::AfterSave() {
   Finish(status, &result);
 }
 
-// A save is delayed: the client hears UNAVAILABLE after answer_within while the
-// save goes on (a retry with the same key then returns the saved answer).
+// A save is delayed: the client hears UNAVAILABLE answer_within after the answer
+// ended while the save goes on (a retry with the same key then returns the answer).
 void Turn::StartAnswerWindow() {
   {
     absl::MutexLock lock(&mu_);
     if (answer_window_) return;
     answer_window_ = true;
   }
+  // Counted from the end of the answer (a first attempt may itself have waited for a
+  // peer's deadline), and never past the client's own deadline: the client hears why.
+  const absl::Time at =
+      std::min(ended_at_ + deps_->options.answer_within, req_.deadline - absl::Milliseconds(200));
   std::weak_ptr<Turn> weak = weak_from_this();
-  deps_->workers->SubmitAfter(deps_->options.answer_within, [weak] {
+  deps_->workers->SubmitAfter(std::max(absl::ZeroDuration(), at - absl::Now()), [weak] {
     if (auto self = weak.lock()) {
       self->Finish(absl::UnavailableError(
                        "the answer could not be saved yet; retry with the same idempotency_key"),

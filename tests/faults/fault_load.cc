@@ -44,10 +44,11 @@ struct Flags {
   std::vector<std::string> agents;
   std::string admin_email, admin_password, out = "/dev/stdout", ready_file, tag = "t";
   int users = 4, callers = 8, duration_s = 20, max_turns = 1000000, deadline_s = 20;
-  int max_output_tokens = 0;        // 0: the model's
-  int64_t budget_nanos = -1;        // >= 0: one user, this monthly budget, a new conversation per turn
+  int max_output_tokens = 0;  // 0: the model's
+  int64_t budget_nanos = -1;  // >= 0: one user, this monthly budget, a new conversation per turn
   std::string content_words = "alpha beta gamma delta";
-  std::string directive;            // appended to every message, e.g. [[fake:delay_ms=30]]
+  std::string directive;     // appended to every message, e.g. [[fake:delay_ms=30]]
+  int retry_same_key_s = 0;  // > 0: a failed turn is sent again with its key for this long
 };
 
 std::string Json(const std::string& s) {
@@ -238,17 +239,33 @@ class Load {
       size_t which = (i + n) % stubs.size();
       // Back off after a failure, as a real client would: a dead peer must not turn
       // the load into a tight loop of instant UNAVAILABLEs.
-      if (!OneTurn(*stubs[which], me, req, stream, f_.agents[which])) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(250));
+      if (OneTurn(*stubs[which], me, req, stream, f_.agents[which]) == grpc::StatusCode::OK) {
+        continue;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+      if (f_.retry_same_key_s <= 0) continue;
+      // As a careful client does: the same request, the same key, until it is answered
+      // (a saved answer comes back; nothing is charged twice) or refused for good.
+      auto give_up = Clock::now() + std::chrono::seconds(f_.retry_same_key_s);
+      while (Clock::now() < give_up) {
+        auto code = OneTurn(*stubs[which], me, req, stream, f_.agents[which]);
+        if (code == grpc::StatusCode::OK || code == grpc::StatusCode::ABORTED ||
+            code == grpc::StatusCode::INVALID_ARGUMENT ||
+            code == grpc::StatusCode::FAILED_PRECONDITION || code == grpc::StatusCode::NOT_FOUND) {
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
       }
     }
   }
 
-  bool OneTurn(agent::AiAgentService::Stub& stub, const Caller& me,
-               const agent::SendMessageRequest& req, bool stream, const std::string& addr) {
+  grpc::StatusCode OneTurn(agent::AiAgentService::Stub& stub, const Caller& me,
+                           const agent::SendMessageRequest& req, bool stream,
+                           const std::string& addr) {
     auto t0 = Clock::now();
     auto wall0 = std::chrono::duration_cast<std::chrono::milliseconds>(
-                     std::chrono::system_clock::now().time_since_epoch()).count();
+                     std::chrono::system_clock::now().time_since_epoch())
+                     .count();
     grpc::ClientContext ctx;
     Auth(ctx, me.token, f_.deadline_s);
     agent::TurnResult result;
@@ -277,19 +294,20 @@ class Load {
         "{\"key\":", Json(req.idempotency_key()), ",\"user_id\":", me.user_id,
         ",\"conversation_id\":", req.conversation_id(), ",\"stream\":", stream ? "true" : "false",
         ",\"agent\":", Json(addr), ",\"code\":", static_cast<int>(st.error_code()),
-        ",\"message\":", Json(st.error_message()), ",\"ms\":", ms, ",\"t0\":", wall0, ",\"t1\":", wall0 + ms,
-        ",\"deadline_ms\":", f_.deadline_s * 1000, ",\"completed_event\":",
-        completed ? "true" : "false", ",\"started_prompt\":", started_prompt,
-        ",\"deltas\":", Json(deltas), ",\"prompt_id\":", result.prompt_id(),
+        ",\"message\":", Json(st.error_message()), ",\"ms\":", ms, ",\"t0\":", wall0,
+        ",\"t1\":", wall0 + ms, ",\"deadline_ms\":", f_.deadline_s * 1000,
+        ",\"completed_event\":", completed ? "true" : "false",
+        ",\"started_prompt\":", started_prompt, ",\"deltas\":", Json(deltas),
+        ",\"prompt_id\":", result.prompt_id(),
         ",\"response_message_id\":", result.response_message_id(),
         ",\"user_message_id\":", result.user_message_id(), ",\"text\":", Json(result.text()),
-        ",\"cost_nanos\":", result.cost_nanos(), ",\"prompt_tokens\":",
-        result.usage().prompt_tokens(), ",\"completion_tokens\":",
-        result.usage().completion_tokens(), ",\"cached_tokens\":", result.usage().cached_tokens(),
-        "}\n");
+        ",\"cost_nanos\":", result.cost_nanos(),
+        ",\"prompt_tokens\":", result.usage().prompt_tokens(),
+        ",\"completion_tokens\":", result.usage().completion_tokens(),
+        ",\"cached_tokens\":", result.usage().cached_tokens(), "}\n");
     std::lock_guard<std::mutex> lock(mu_);
     out_ << line << std::flush;
-    return st.ok();
+    return st.error_code();
   }
 
   Flags f_;
@@ -305,25 +323,46 @@ bool ParseFlags(int argc, char** argv, Flags& f) {
     auto eq = a.find('=');
     if (a.rfind("--", 0) != 0 || eq == std::string::npos) return false;
     std::string k = a.substr(2, eq - 2), v = a.substr(eq + 1);
-    if (k == "user_addr") f.user_addr = v;
-    else if (k == "conv_addr") f.conv_addr = v;
-    else if (k == "usage_addr") f.usage_addr = v;
-    else if (k == "agents") f.agents = absl::StrSplit(v, ',', absl::SkipEmpty());
-    else if (k == "admin_email") f.admin_email = v;
-    else if (k == "admin_password") f.admin_password = v;
-    else if (k == "out") f.out = v;
-    else if (k == "ready_file") f.ready_file = v;
-    else if (k == "tag") f.tag = v;
-    else if (k == "users") f.users = std::stoi(v);
-    else if (k == "callers") f.callers = std::stoi(v);
-    else if (k == "duration_s") f.duration_s = std::stoi(v);
-    else if (k == "max_turns") f.max_turns = std::stoi(v);
-    else if (k == "deadline_s") f.deadline_s = std::stoi(v);
-    else if (k == "max_output_tokens") f.max_output_tokens = std::stoi(v);
-    else if (k == "budget_nanos") f.budget_nanos = std::stoll(v);
-    else if (k == "content_words") f.content_words = v;
-    else if (k == "directive") f.directive = v;
-    else return false;
+    if (k == "user_addr")
+      f.user_addr = v;
+    else if (k == "conv_addr")
+      f.conv_addr = v;
+    else if (k == "usage_addr")
+      f.usage_addr = v;
+    else if (k == "agents")
+      f.agents = absl::StrSplit(v, ',', absl::SkipEmpty());
+    else if (k == "admin_email")
+      f.admin_email = v;
+    else if (k == "admin_password")
+      f.admin_password = v;
+    else if (k == "out")
+      f.out = v;
+    else if (k == "ready_file")
+      f.ready_file = v;
+    else if (k == "tag")
+      f.tag = v;
+    else if (k == "users")
+      f.users = std::stoi(v);
+    else if (k == "callers")
+      f.callers = std::stoi(v);
+    else if (k == "duration_s")
+      f.duration_s = std::stoi(v);
+    else if (k == "max_turns")
+      f.max_turns = std::stoi(v);
+    else if (k == "deadline_s")
+      f.deadline_s = std::stoi(v);
+    else if (k == "max_output_tokens")
+      f.max_output_tokens = std::stoi(v);
+    else if (k == "budget_nanos")
+      f.budget_nanos = std::stoll(v);
+    else if (k == "content_words")
+      f.content_words = v;
+    else if (k == "directive")
+      f.directive = v;
+    else if (k == "retry_same_key_s")
+      f.retry_same_key_s = std::stoi(v);
+    else
+      return false;
   }
   return !f.agents.empty() && !f.user_addr.empty() && !f.conv_addr.empty();
 }

@@ -14,6 +14,7 @@ import collections
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -27,6 +28,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 from free_ports import free_ports  # noqa: E402  (ports below the ephemeral range)
 LONG = os.environ.get("AICHAT_FAULTS_LONG") == "1"
+# AICHAT_FAULTS_ONLY=saving,pg: run only the load scenarios whose names contain one of these.
+ONLY = [w for w in os.environ.get("AICHAT_FAULTS_ONLY", "").split(",") if w]
+
+
+def want(name):
+    return not ONLY or any(w in name for w in ONLY)
 ADMIN_EMAIL, ADMIN_PASSWORD = "admin@faults.test", "faults-admin-Pa55word"
 # Statuses DESIGN.md documents for a chat turn. Anything else is a finding.
 DOCUMENTED = {0: "OK", 4: "DEADLINE_EXCEEDED", 8: "RESOURCE_EXHAUSTED", 14: "UNAVAILABLE",
@@ -158,6 +165,25 @@ class Suite:
             cmd = ["runuser", "-u", "postgres", "--"] + cmd
         subprocess.run(cmd, check=True, capture_output=True, timeout=90)
 
+    def pg_outage(self, seconds):
+        """PostgreSQL down for `seconds`, then up again (a failover, a long restart)."""
+        data = os.path.realpath(os.path.join(self.state, "pg"))
+        pglog = os.path.join(os.path.dirname(data), "postgres.log") if os.getuid() == 0 else \
+            os.path.join(self.state, "logs", "postgres.log")
+        prefix = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+        # Start it again exactly as run.sh did (port, listen address...): postmaster.opts.
+        with open(os.path.join(data, "postmaster.opts")) as f:
+            args = shlex.split(f.read())[1:]
+        if "-D" in args:
+            i = args.index("-D")
+            del args[i:i + 2]
+        subprocess.run(prefix + [PG_BIN + "/pg_ctl", "-D", data, "-m", "fast", "-w", "stop"],
+                       check=True, capture_output=True, timeout=90)
+        time.sleep(seconds)
+        subprocess.run(prefix + [PG_BIN + "/pg_ctl", "-D", data, "-w", "-t", "60", "-l", pglog,
+                                 "-o", " ".join(shlex.quote(a) for a in args), "start"],
+                       check=True, capture_output=True, timeout=90)
+
     def psql_json(self, svc, sql):
         r = subprocess.run(
             ["psql", "-X", "-At", "-h", "127.0.0.1", "-p", self.env["AICHAT_PG_PORT"], "-U",
@@ -217,10 +243,12 @@ class Load:
     """aichat-fault-load in the background; its JSON lines are what the client saw."""
 
     def __init__(self, suite, tag, seconds, callers=8, users=4, agents=None, directive="",
-                 extra=(), deadline_s=20):
+                 extra=(), deadline_s=20, retry_same_key_s=0):
         self.out = os.path.join(suite.tmp, "calls-%s.jsonl" % tag)
         self.ready = os.path.join(suite.tmp, "ready-%s" % tag)
-        self.seconds, self.deadline_s = seconds, deadline_s
+        self.seconds, self.deadline_s = seconds, deadline_s + retry_same_key_s
+        if retry_same_key_s:
+            extra = (*extra, "--retry_same_key_s=%d" % retry_same_key_s)
         args = [os.path.join(suite.build, "tests/faults/aichat-fault-load"), "load",
                 "--user_addr=" + suite.addr["user"],
                 "--conv_addr=" + suite.addr["conversation"],
@@ -421,6 +449,88 @@ def pg_scenario(suite, failures, seconds, n):
     return calls
 
 
+def saving_scenario(suite, failures, seconds, fault, n, outage_s=12):
+    """Issue 18: conversation (kill -9) or PostgreSQL goes away while answers are being
+    saved, for longer than a client waits for a save (10 s). Streams of ~1 s finish all
+    the time, so many end inside the outage. Clients retry a failed turn with the same
+    key, as they are told to. Afterwards: every turn whose answer was delivered (the
+    prompt is COMPLETED: streamed whole and charged) has its assistant message exactly
+    once and its last same-key call answered OK with that text; one charge per turn
+    (check_invariants)."""
+    tag = "saving-%s-%d" % (fault, n)
+    load = Load(suite, tag, seconds, directive="[[fake:delay_ms=120]]", deadline_s=15,
+                retry_same_key_s=45)
+    time.sleep(seconds * 0.4)
+    t_fault = time.time() * 1000
+    if fault == "conversation":
+        pid = suite.signal("conversation", signal.SIGKILL)
+        failures.check(suite.wait_exit(pid, 10), tag + ": kill -9 did not stop it")
+        time.sleep(outage_s)
+        suite.restart_missing()
+    else:
+        suite.pg_outage(outage_s)
+    calls = load.finish(failures)
+    # The saves still retrying in the background end, and every prompt of the run
+    # settles: finished, with its answer in the conversation.
+    deadline = time.time() + 90
+    left = -1
+    while time.time() < deadline:
+        left = suite.psql_json("ai-agent", (
+            "SELECT count(*) AS n FROM ai_prompts WHERE idempotency_key LIKE '%s-%%' "
+            "AND (answer_pending OR status IN ('PENDING', 'STREAMING'))" % tag))[0]["n"]
+        if left == 0:
+            break
+        time.sleep(0.5)
+    failures.check(left == 0, "%s: %d prompts still unsettled after the fault" % (tag, left))
+    prompts = suite.psql_json("ai-agent", (
+        "SELECT id, idempotency_key, status, response_text, answer_pending FROM ai_prompts "
+        "WHERE idempotency_key LIKE '%s-%%'" % tag))
+    msgs = suite.psql_json("conversation", (
+        "SELECT prompt_id, content FROM messages WHERE role = 'assistant' AND prompt_id = ANY("
+        "ARRAY[%s]::bigint[])" % (",".join(str(p["id"]) for p in prompts) or "0")))
+    msgs_by_prompt = collections.defaultdict(list)
+    for m in msgs:
+        msgs_by_prompt[m["prompt_id"]].append(m)
+    last, first = {}, {}
+    for c in calls:  # the calls of one key are in order: one caller makes them
+        first.setdefault(c["key"], c)
+        last[c["key"]] = c
+    completed = [p for p in prompts if p["status"] == "COMPLETED"]
+    once = answered = 0
+    for p in completed:
+        key = p["idempotency_key"]
+        ms = msgs_by_prompt.get(p["id"], [])
+        once += len(ms) == 1 and ms[0]["content"] == p["response_text"]
+        failures.check(len(ms) == 1 and ms[0]["content"] == p["response_text"],
+                       "%s: COMPLETED prompt %d has %d assistant messages" % (tag, p["id"], len(ms)))
+        c = last.get(key)
+        ok = c is not None and c["code"] == 0 and c["text"] == p["response_text"]
+        answered += ok
+        failures.check(ok, "%s: the last call with key %s did not get the saved answer: %s" %
+                       (tag, key, c and (c["code"], c["message"])))
+    for p in prompts:
+        failures.check(p["status"] == "COMPLETED" or not msgs_by_prompt.get(p["id"]) or
+                       p["status"] in ("FAILED", "CANCELLED"),
+                       "%s: prompt %d is %s yet has an answer in the conversation" %
+                       (tag, p["id"], p["status"]))
+    # Answers streamed whole whose save outlasted the client's wait: told to retry, and
+    # the retry got them.
+    waited_out = [k for k, c in first.items() if c["code"] == 14 and
+                  "same idempotency_key" in c["message"]]
+    open_at_fault = [c for c in calls if c["t0"] < t_fault < c["t1"]]
+    log("%s: %d calls open when %s went away for %d s; %d turns delivered (COMPLETED), %d "
+        "with their message exactly once, %d answered to the last same-key call; %d answers "
+        "outlasted the client's wait and came back to a same-key retry" % (
+            tag, len(open_at_fault), fault, outage_s, len(completed), once, answered,
+            len(waited_out)))
+    failures.check(len(open_at_fault) > 0, tag + ": no call was open at the fault (timing)")
+    failures.check(len(completed) == once == answered,
+                   "%s: delivered %d, message once %d, answered %d differ" % (
+                       tag, len(completed), once, answered))
+    drain_outbox(suite, failures)
+    return calls
+
+
 def sigterm_scenario(suite, failures):
     # Streams of ~2.4 s; grace 8 s: every stream open at SIGTERM should finish OK.
     load = Load(suite, "sigterm-agent", 4, directive="[[fake:delay_ms=300]]")
@@ -530,21 +640,33 @@ def run_load(build):
         for n in range(rounds):
             for svc, directive in (("ai-agent", "[[fake:delay_ms=40]]"), ("conversation", ""),
                                    ("usage", ""), ("user", "")):
-                all_calls += kill_scenario(suite, failures, svc, n, secs, directive)
                 name = "kill-9 %s #%d" % (svc, n)
+                if not want(name):
+                    continue
+                all_calls += kill_scenario(suite, failures, svc, n, secs, directive)
                 summary[name] = check_invariants(suite, all_calls, failures, name)
-            all_calls += pg_scenario(suite, failures, secs, n)
             name = "pg-restart #%d" % n
-            summary[name] = check_invariants(suite, all_calls, failures, name)
-        all_calls += sigterm_scenario(suite, failures)
-        summary["sigterm"] = check_invariants(suite, all_calls, failures, "sigterm ai-agent")
-        all_calls += usage_down_scenario(suite, failures, secs)
-        summary["usage-down"] = check_invariants(suite, all_calls, failures, "usage down")
-        bcalls, refused, b = budget_scenario(suite, failures, 10)
-        all_calls += bcalls
-        summary["budget"] = check_invariants(suite, all_calls, failures, "budget x3 replicas",
-                                             refused_keys=refused)
-        summary["budget"].update(b)
+            if want(name):
+                all_calls += pg_scenario(suite, failures, secs, n)
+                summary[name] = check_invariants(suite, all_calls, failures, name)
+            for fault in ("conversation", "pg"):
+                name = "answers saving through %s outage #%d" % (fault, n)
+                if not want(name):
+                    continue
+                all_calls += saving_scenario(suite, failures, max(secs, 6), fault, n)
+                summary[name] = check_invariants(suite, all_calls, failures, name)
+        if want("sigterm"):
+            all_calls += sigterm_scenario(suite, failures)
+            summary["sigterm"] = check_invariants(suite, all_calls, failures, "sigterm ai-agent")
+        if want("usage down"):
+            all_calls += usage_down_scenario(suite, failures, secs)
+            summary["usage-down"] = check_invariants(suite, all_calls, failures, "usage down")
+        if want("budget"):
+            bcalls, refused, b = budget_scenario(suite, failures, 10)
+            all_calls += bcalls
+            summary["budget"] = check_invariants(suite, all_calls, failures, "budget x3 replicas",
+                                                 refused_keys=refused)
+            summary["budget"].update(b)
         stuck = suite.psql_json("ai-agent", "SELECT status, count(*) AS n FROM ai_prompts "
                                 "WHERE status IN ('PENDING', 'STREAMING') GROUP BY 1")
         log("prompts left non-terminal by crashes (ai-agent sweeps them to FAILED once they are "
