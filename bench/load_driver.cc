@@ -379,6 +379,8 @@ struct Env {
   std::atomic<int64_t> seq{0};
   std::atomic<int64_t> turn_seq{0};
   int64_t turns_per_conversation = 0;
+  int64_t callers = 0;  // closed loop: slots are callers, each with its own turn count
+  std::unique_ptr<std::atomic<int64_t>[]> slot_turns;
   std::atomic<int64_t> inflight{0};
   std::vector<std::unique_ptr<av1::AiAgentService::Stub>> agent;
   std::vector<std::unique_ptr<cv1::ConversationService::Stub>> conv;
@@ -399,11 +401,16 @@ struct UnaryCall {
 };
 
 // The conversation a turn goes to: the caller's own, or with --turns_per_conversation
-// the next one after every N turns (so contexts stay small and of a known size).
+// the caller's next one after every N of its turns (so contexts stay small and of a
+// known size, and no two callers share a conversation or its user at once).
 size_t ConversationFor(Env* env, int64_t slot) {
   const size_t n = env->setup->conversations.size();
   if (env->turns_per_conversation <= 0) return slot % n;
-  return (env->turn_seq.fetch_add(1) / env->turns_per_conversation) % n;
+  if (env->callers <= 0 || slot >= env->callers) {  // open loop: spread by arrival
+    return (env->turn_seq.fetch_add(1) / env->turns_per_conversation) % n;
+  }
+  int64_t k = env->slot_turns[slot].fetch_add(1) / env->turns_per_conversation;
+  return (slot + k * env->callers) % n;
 }
 
 class StreamCall : public grpc::ClientReadReactor<av1::TurnEvent> {
@@ -714,6 +721,10 @@ int Main(int argc, char** argv) {
     env.model = Flag("model", "");
     env.deadline_s = FlagD("deadline", 60);
     env.turns_per_conversation = static_cast<int64_t>(FlagD("turns_per_conversation", 0));
+    if (mode == "closed") {
+      env.callers = concurrency;
+      env.slot_turns = std::make_unique<std::atomic<int64_t>[]>(concurrency);
+    }
     env.run_id = absl::StrCat(absl::ToUnixMicros(absl::Now()), "-", getpid());
     for (auto& ch : setup.agent_ch) env.agent.push_back(av1::AiAgentService::NewStub(ch));
     for (auto& ch : setup.conv_ch) env.conv.push_back(cv1::ConversationService::NewStub(ch));

@@ -26,11 +26,11 @@
 #include <deque>
 #include <map>
 #include <mutex>
-#include <random>
 #include <thread>
 #include <unordered_map>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/random/random.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -237,8 +237,8 @@ class HttpCall : public LlmCall, public std::enable_shared_from_this<HttpCall> {
                                      Connection& conn);
   template <class Stream>
   asio::awaitable<StepError> Exchange(Stream& stream, Connection& conn,
-                                      const http::request<http::string_body>& req, bool reused,
-                                      bool& redo_on_fresh, bool& reusable);
+                                      const http::request<http::span_body<const char>>& req,
+                                      bool reused, bool& redo_on_fresh, bool& reusable);
   template <class Stream>
   asio::awaitable<StepError> ReadBody(Stream& stream, Connection& conn,
                                       http::response_parser<http::buffer_body>& parser,
@@ -260,6 +260,7 @@ class HttpCall : public LlmCall, public std::enable_shared_from_this<HttpCall> {
   bool cancelled_ = false;
   bool saw_done_ = false;
   absl::Time start_ = absl::Now();
+  int64_t prompt_estimate_ = 0;
   LlmOutcome outcome_;
   std::atomic<bool> finished_{false};
 };
@@ -289,7 +290,7 @@ void HttpCall::Finish(const std::string& message) {
     // Generation ran but no provider figures arrived (no usage chunk, cut or
     // cancelled stream): charge an estimate, flagged. A request that never got
     // a 200 (connect error, 4xx, 429) consumed nothing.
-    o.usage.prompt_tokens = EstimatePromptTokens(request_.messages);
+    o.usage.prompt_tokens = prompt_estimate_;
     o.usage.completion_tokens = EstimateTokens(o.content);
     o.usage.estimated = true;
   }
@@ -311,15 +312,18 @@ asio::awaitable<void> HttpCall::Main() {
   if (proxy && !url->tls) {
     target = absl::StrCat("http://", url->HostHeader(), target);  // absolute-form for a proxy
   }
+  // The messages are encoded once and not kept: the body is all a retry needs, and
+  // the estimate is all a call that gets no usage figures needs.
+  prompt_estimate_ = EstimatePromptTokens(request_.messages);
   ChatRequestBody body_spec{request_.model,
-                            request_.messages,
+                            std::move(request_.messages),
                             request_.max_output_tokens,
                             request_.use_max_tokens_param,
                             request_.temperature,
                             request_.stream};
+  request_.messages = {};
   std::string body = EncodeChatRequest(body_spec);
-  std::mt19937_64 rng(std::random_device{}());
-  std::uniform_real_distribution<double> jitter(0.0, 1.0);
+  body_spec = {};
 
   StepError err;
   for (int attempt = 1;; ++attempt) {
@@ -338,7 +342,9 @@ asio::awaitable<void> HttpCall::Main() {
         attempt >= request_.retry.max_attempts) {
       break;
     }
-    absl::Duration delay = BackoffDelay(request_.retry, attempt, jitter(rng));
+    // Retries are rare: one generator per I/O thread, not a 2.5 KB one per call.
+    thread_local absl::BitGen rng;
+    absl::Duration delay = BackoffDelay(request_.retry, attempt, absl::Uniform(rng, 0.0, 1.0));
     if (outcome_.retry_after) {
       if (*outcome_.retry_after > request_.retry.max_retry_after) {
         break;
@@ -367,7 +373,8 @@ asio::awaitable<StepError> HttpCall::Attempt(const Url& url, const std::optional
   if (proxy) {
     absl::StrAppend(&key, " via ", proxy->HostPort());
   }
-  http::request<http::string_body> req{http::verb::post, target, 11};
+  // The body is the caller's string, not a copy: a stream holds its request once.
+  http::request<http::span_body<const char>> req{http::verb::post, target, 11};
   req.set(http::field::host, url.HostHeader());
   req.set(http::field::authorization, absl::StrCat("Bearer ", request_.api_key));
   req.set(http::field::content_type, "application/json");
@@ -378,7 +385,7 @@ asio::awaitable<StepError> HttpCall::Attempt(const Url& url, const std::optional
             absl::StrCat("Basic ", absl::Base64Escape(proxy->user_info)));
   }
   req.keep_alive(true);
-  req.body() = body;
+  req.body() = boost::span<const char>(body.data(), body.size());
   req.prepare_payload();
 
   std::unique_ptr<Connection> conn = worker_->TakeIdle(key, options.idle_timeout);
@@ -606,7 +613,7 @@ asio::awaitable<StepError> HttpCall::ReadBody(
 
 template <class Stream>
 asio::awaitable<StepError> HttpCall::Exchange(Stream& stream, Connection& conn,
-                                              const http::request<http::string_body>& req,
+                                              const http::request<http::span_body<const char>>& req,
                                               bool reused, bool& redo_on_fresh, bool& reusable) {
   const HttpLlmClientOptions& options = shared_->options;
   error_code ec;
