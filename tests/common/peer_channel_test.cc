@@ -30,7 +30,7 @@ class Replica final : public cv1::ConversationService::CallbackService {
  public:
   explicit Replica(int number, ServerOptions options = {}) : number_(number) {
     options.name = "conversation";
-    options.listen = "127.0.0.1:0";
+    if (options.listen.empty()) options.listen = "127.0.0.1:0";
     server_ = std::make_unique<ServiceServer>(std::move(options));
     server_->AddService(this);
   }
@@ -190,6 +190,39 @@ TEST(PeerChannelTest, RetriesStopAtThreeAttempts) {
   });
   EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(a.calls + b.calls, 3);
+}
+
+// A replica that dies and comes back on the same address gets calls again by
+// itself (the address list of a local run never changes).
+TEST(PeerChannelTest, ARestartedReplicaGetsCallsAgain) {
+  auto a = std::make_unique<Replica>(1);
+  Replica b(2);
+  a->Start();
+  b.Start();
+  const std::string a_address = a->address();
+  auto stub = cv1::ConversationService::NewStub(
+      MakePeerChannel(absl::StrCat("ipv4:", a_address, ",", b.address()), {}));
+  auto call = [&] {
+    cv1::Conversation out;
+    return Unary([&](grpc::ClientContext* ctx) {
+      return stub->GetConversation(ctx, cv1::GetConversationRequest(), &out);
+    });
+  };
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(call().ok());
+  a.reset();
+  // Long enough for several reconnection attempts to fail.
+  for (const absl::Time down_until = absl::Now() + absl::Seconds(3); absl::Now() < down_until;) {
+    EXPECT_TRUE(call().ok());
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  Replica again(3, {.listen = a_address});
+  again.Start();
+  const absl::Time until = absl::Now() + absl::Seconds(10);
+  while (again.calls == 0 && absl::Now() < until) {
+    EXPECT_TRUE(call().ok());
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_GT(again.calls, 0);
 }
 
 // A server closes connections older than its maximum age (GOAWAY); a call that
