@@ -4,7 +4,10 @@
 # and its headless Service's (aichat-user, aichat-user-headless, each also .NAMESPACE, .svc and
 # .svc.cluster.local: peers dial dns:///aichat-usage-headless:50054), good for serving and
 # for calling peers (mutual TLS). Keys in the layout cert-manager writes: tls.crt, tls.key,
-# ca.crt. Use cert-manager instead where you can (it renews; then `kubectl rollout restart`).
+# ca.crt. Then, for the gateway component: the Secret aichat-gateway-client-tls (the client
+# certificate the Gateway presents to the services) and the ConfigMap aichat-ca (the CA it
+# verifies them with). Use cert-manager instead where you can (it renews; then
+# `kubectl rollout restart`).
 #   deploy/k8s/secrets/tls-secrets.sh [NAMESPACE [CA_DIR]] | kubectl apply -f -
 # CA_DIR (default: a new private temporary directory, named on stderr) keeps ca.crt and
 # ca.key, plus client.crt/client.key: a client certificate for the CLI (aichat --ca ca.crt
@@ -71,9 +74,24 @@ for svc in user conversation agent usage; do
     sans+=("$host" "$host.$ns" "$host.$ns.svc" "$host.$ns.svc.cluster.local")
   done
   issue "$name" "${sans[@]}"
-  [[ $svc == user ]] || echo "---"
   secret "$name-tls" "$name"
+  echo "---"
 done
+issue aichat-gateway aichat-gateway
+secret aichat-gateway-client-tls aichat-gateway
+cat <<YAML
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: aichat-ca
+  namespace: $ns
+  labels:
+    app.kubernetes.io/part-of: aichat
+data:
+  ca.crt: |
+$(indent "$dir/ca.crt")
+YAML
 issue client aichat-client
 cp "$tmp/client.crt" "$tmp/client.key" "$dir/"
 echo "tls-secrets.sh: CA and a client certificate in $dir (keep it private)" >&2
