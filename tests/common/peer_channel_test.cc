@@ -30,14 +30,18 @@ class Replica final : public cv1::ConversationService::CallbackService {
  public:
   explicit Replica(int number, ServerOptions options = {}) : number_(number) {
     options.name = "conversation";
-    if (options.listen.empty()) options.listen = "127.0.0.1:0";
+    if (options.listen.empty()) {
+      options.listen = "127.0.0.1:0";
+    }
     server_ = std::make_unique<ServiceServer>(std::move(options));
     server_->AddService(this);
   }
   ~Replica() override {
     server_->Shutdown();
     absl::MutexLock lock(&mu_);
-    for (auto& t : delayed_) t.join();
+    for (auto& t : delayed_) {
+      t.join();
+    }
   }
   void Start() { ASSERT_TRUE(server_->Start().ok()); }
   std::string address() const { return absl::StrCat("127.0.0.1:", server_->port()); }
@@ -115,7 +119,8 @@ grpc::Status Unary(Call call) {
 }
 
 TEST(PeerChannelTest, RoundRobinSpreadsCallsOverAnAddressList) {
-  Replica a(1), b(2);
+  Replica a(1);
+  Replica b(2);
   a.Start();
   b.Start();
   auto channel = MakePeerChannel(List(a, b), {});
@@ -136,7 +141,8 @@ TEST(PeerChannelTest, RoundRobinSpreadsCallsOverAnAddressList) {
 }
 
 TEST(PeerChannelTest, IdempotentCallsAreRetriedOnAnotherReplica) {
-  Replica a(1), b(2);
+  Replica a(1);
+  Replica b(2);
   a.Start();
   b.Start();
   a.broken = true;
@@ -156,7 +162,9 @@ TEST(PeerChannelTest, IdempotentCallsAreRetriedOnAnotherReplica) {
       return stub->CreateConversation(ctx, cv1::CreateConversationRequest(), &created);
     });
     // Not idempotent, so never retried: about every other one lands on the broken replica.
-    if (st.error_code() == grpc::StatusCode::UNAVAILABLE) ++created_unavailable;
+    if (st.error_code() == grpc::StatusCode::UNAVAILABLE) {
+      ++created_unavailable;
+    }
   }
   EXPECT_GE(created_unavailable, 3);
   EXPECT_EQ(channel->GetServiceConfigJSON(), PeerServiceConfig(options));
@@ -177,7 +185,8 @@ TEST(PeerChannelTest, IdempotentCallsAreRetriedOnAnotherReplica) {
 }
 
 TEST(PeerChannelTest, RetriesStopAtThreeAttempts) {
-  Replica a(1), b(2);
+  Replica a(1);
+  Replica b(2);
   a.Start();
   b.Start();
   a.broken = true;
@@ -208,7 +217,9 @@ TEST(PeerChannelTest, ARestartedReplicaGetsCallsAgain) {
       return stub->GetConversation(ctx, cv1::GetConversationRequest(), &out);
     });
   };
-  for (int i = 0; i < 4; ++i) ASSERT_TRUE(call().ok());
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(call().ok());
+  }
   a.reset();
   // Long enough for several reconnection attempts to fail.
   for (const absl::Time down_until = absl::Now() + absl::Seconds(3); absl::Now() < down_until;) {
