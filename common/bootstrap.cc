@@ -43,7 +43,9 @@ ServerOptions ServerOptionsFrom(std::string name, const CommonSettings& settings
           .shutdown_grace = settings.shutdown_grace,
           .max_message_bytes = settings.max_message_bytes,
           .tls = settings.tls,
-          .health_listen = settings.health_listen};
+          .health_listen = settings.health_listen,
+          .max_connection_age = settings.max_connection_age,
+          .max_connection_age_grace = settings.max_connection_age_grace};
 }
 
 }  // namespace aichat

@@ -131,6 +131,12 @@ void AddCommonSettings(Config& config, int default_port, int default_metrics_por
   config.Add("workers", "AICHAT_WORKERS", "8", "Threads for blocking work (database calls)");
   config.Add("shutdown_grace", "AICHAT_SHUTDOWN_GRACE", "30s",
              "On SIGTERM, time allowed for in-flight calls and streams to finish");
+  config.Add("max_connection_age", "AICHAT_MAX_CONNECTION_AGE", "5m",
+             "Clients' connections are closed (GOAWAY) after about this long, so that they look "
+             "up the replicas again and spread over new ones; 0: never");
+  config.Add("max_connection_age_grace", "AICHAT_MAX_CONNECTION_AGE_GRACE", "",
+             "Time calls still running on an aged-out connection get to finish; empty: "
+             "AICHAT_SHUTDOWN_GRACE (so a stream is never cut sooner than a shutdown would)");
   config.Add("max_message_bytes", "AICHAT_MAX_MESSAGE_BYTES", "4194304",
              "Largest gRPC message accepted");
   config.Add("tls_cert", "AICHAT_TLS_CERT", "",
@@ -175,6 +181,15 @@ absl::StatusOr<CommonSettings> ReadCommonSettings(const Config& config) {
   auto grace = config.GetDuration("shutdown_grace");
   if (!grace.ok()) return grace.status();
   s.shutdown_grace = *grace;
+  auto age = config.GetDuration("max_connection_age");
+  if (!age.ok()) return age.status();
+  s.max_connection_age = *age;
+  s.max_connection_age_grace = s.shutdown_grace;
+  if (!config.Get("max_connection_age_grace").empty()) {
+    auto age_grace = config.GetDuration("max_connection_age_grace");
+    if (!age_grace.ok()) return age_grace.status();
+    s.max_connection_age_grace = *age_grace;
+  }
   auto max_msg = config.GetInt("max_message_bytes", 1024, 64 << 20);
   if (!max_msg.ok()) return max_msg.status();
   s.max_message_bytes = int(*max_msg);

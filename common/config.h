@@ -68,9 +68,11 @@ struct CommonSettings {
   int workers = 8;
   absl::Duration shutdown_grace;
   int max_message_bytes = 4 << 20;
-  ServerTlsFiles tls;         // empty: plaintext
-  std::string health_listen;  // a plaintext health-only listener; empty: none
-  PeerChannelOptions peer;    // how this service dials its peers
+  ServerTlsFiles tls;                       // empty: plaintext
+  std::string health_listen;                // a plaintext health-only listener; empty: none
+  absl::Duration max_connection_age;        // zero: connections never age out
+  absl::Duration max_connection_age_grace;  // default: shutdown_grace
+  PeerChannelOptions peer;                  // how this service dials its peers
 };
 absl::StatusOr<CommonSettings> ReadCommonSettings(const Config& config);
 

@@ -10,6 +10,8 @@
 #include <prometheus/exposer.h>
 #include <prometheus/registry.h>
 
+#include <algorithm>
+#include <climits>
 #include <csignal>
 
 #include "absl/strings/str_cat.h"
@@ -48,6 +50,11 @@ class ServiceNamesOption : public grpc::ServerBuilderOption {
   std::shared_ptr<std::vector<std::string>> out_;
 };
 
+// gRPC takes milliseconds as an int; INT_MAX means no limit.
+int ClampedMilliseconds(absl::Duration d) {
+  return static_cast<int>(std::clamp<int64_t>(absl::ToInt64Milliseconds(d), 1, INT_MAX));
+}
+
 }  // namespace
 
 ServiceServer::ServiceServer(ServerOptions options)
@@ -79,6 +86,12 @@ absl::Status ServiceServer::Start() {
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
   // A second process on the same port must fail, not silently share traffic.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  if (options_.max_connection_age > absl::ZeroDuration()) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                               ClampedMilliseconds(options_.max_connection_age));
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                               ClampedMilliseconds(options_.max_connection_age_grace));
+  }
   for (auto* s : services_) builder.RegisterService(s);
   auto metrics = std::make_shared<GrpcServerMetrics>(*registry_);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
@@ -129,12 +142,14 @@ absl::Status ServiceServer::Start() {
           absl::StrCat("cannot serve metrics on ", options_.metrics_listen, ": ", e.what()));
     }
   }
-  LogInfo("listening", {{"grpc_port", port_},
-                        {"metrics_port", metrics_port_},
-                        {"health_port", health_port_},
-                        {"listen", options_.listen},
-                        {"tls", options_.tls.enabled()},
-                        {"mutual_tls", !options_.tls.client_ca_file.empty()}});
+  LogInfo("listening",
+          {{"grpc_port", port_},
+           {"metrics_port", metrics_port_},
+           {"health_port", health_port_},
+           {"listen", options_.listen},
+           {"tls", options_.tls.enabled()},
+           {"mutual_tls", !options_.tls.client_ca_file.empty()},
+           {"max_connection_age_ms", absl::ToInt64Milliseconds(options_.max_connection_age)}});
   return absl::OkStatus();
 }
 

@@ -32,6 +32,12 @@ struct ServerOptions {
   int max_message_bytes = 4 << 20;
   ServerTlsFiles tls;         // empty: plaintext (see common/tls.h)
   std::string health_listen;  // plaintext, health only (Kubernetes probes); empty: none
+  // A client connection is closed (GOAWAY) after about this long (gRPC adds ±10%
+  // jitter), so that clients look their peers up again and spread over replicas
+  // that came since; zero: never.
+  absl::Duration max_connection_age = absl::Minutes(5);
+  // Calls still running on a connection past its age get this long to finish.
+  absl::Duration max_connection_age_grace = absl::Seconds(30);
 };
 
 class ServiceServer {

@@ -5,7 +5,12 @@
 #   2. every rendered object (and the Secret templates) validates against the strict JSON
 #      schemas in ../shared/k8s-schemas (skipped, with a message, only when that folder is
 #      absent; AICHAT_K8S_SCHEMAS points elsewhere);
-#   3. pod-security and wiring rules the schemas can not express (tools/policy_k8s.py);
+#   3. pod-security and wiring rules the schemas can not express (tools/policy_k8s.py); how
+#      calls reach the replicas (tools/check_routing.py: in prod, peers dialled as dns:/// on a
+#      headless Service per peer, a Gateway and one GRPCRoute per service, certificates that
+#      name what is dialled); the Gateway API objects, which have no schema there, against
+#      the npm package @kubernetes-models/gateway-api's validators and, for unknown fields,
+#      its TypeScript interfaces (tools/validate_gateway_api.mjs);
 #   4. promtool check config, check rules and test rules;
 #   5. a real Prometheus scrapes the running suite (scripts/run.sh up --detach on free ports in
 #      a temporary state dir, built binaries only), a python client drives chat turns through
@@ -22,6 +27,9 @@ BUILD="${AICHAT_BUILD_DIR:-$AICHAT_ROOT/build}"
 
 install_deps prometheus python3-yaml python3-jsonschema python3-grpcio python3-protobuf \
   protobuf-compiler-grpc curl
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  install_deps nodejs npm # the Gateway API check (npm packages, installed per run)
+fi
 if ! command -v kubectl >/dev/null; then
   # Debian 12 packages kubectl 1.20 as kubernetes-client; newer kubectl is on the machine image.
   install_deps kubernetes-client
@@ -87,8 +95,8 @@ done
 validate() {
   local files=()
   for k in "${KDIRS[@]}"; do files+=("$TMP/render-${k//\//-}.yaml"); done
-  "$PY" "$DEPLOY/tools/validate_k8s.py" "$SCHEMAS" "${files[@]}" \
-    "$DEPLOY/k8s/secrets/secrets.template.yaml" | grep -v '^ok' || return 1
+  "$PY" "$DEPLOY/tools/validate_k8s.py" --elsewhere gateway.networking.k8s.io "$SCHEMAS" \
+    "${files[@]}" "$DEPLOY/k8s/secrets/secrets.template.yaml" | grep -v '^ok' || return 1
   # No schema for the Operator's ServiceMonitor: parse it and check its shape only.
   "$PY" -c 'import sys, yaml
 d = yaml.safe_load(open(sys.argv[1]))
@@ -112,6 +120,39 @@ for o in dev prod; do
   check "pod security and wiring rules (overlays/$o)" \
     "$PY" "$DEPLOY/tools/policy_k8s.py" "$TMP/render-overlays-$o.yaml"
 done
+
+routing() {
+  "$DEPLOY/k8s/secrets/tls-secrets.sh" aichat "$TMP/routing-ca" >"$TMP/routing-tls.yaml" 2>/dev/null
+  "$PY" "$DEPLOY/tools/check_routing.py" "$TMP/render-overlays-prod.yaml" --scale-out \
+    --tls-secrets "$TMP/routing-tls.yaml" || return 1
+  "$PY" "$DEPLOY/tools/check_routing.py" "$TMP/render-overlays-dev.yaml" | tail -n 1
+}
+check "replicas: headless Service per peer, dns:/// peers, Gateway + GRPCRoutes (prod)" routing
+
+# Gateway API kinds have no schema in ../shared/k8s-schemas: the npm package's validators
+# (types, required fields, patterns) and its TypeScript interfaces (unknown fields).
+gateway_api() {
+  local dir="$TMP/gateway-api" k files=()
+  mkdir -p "$dir"
+  for k in "${KDIRS[@]}"; do files+=("$TMP/render-${k//\//-}.yaml"); done
+  "$PY" - "$dir/objects.json" "${files[@]}" <<'PYEOF' || return 1
+import json, sys, yaml
+objs = []
+for path in sys.argv[2:]:
+    objs += [o for o in yaml.safe_load_all(open(path))
+             if o and o.get("apiVersion", "").startswith("gateway.networking.k8s.io/")]
+json.dump(objs, open(sys.argv[1], "w"))
+print(f"{len(objs)} Gateway API objects rendered")
+PYEOF
+  (cd "$dir" && echo '{"private": true}' >package.json &&
+    npm install --no-audit --no-fund --loglevel=error --prefer-offline \
+      @kubernetes-models/gateway-api@2.0.0 typescript@5.9.3 >npm.log 2>&1) ||
+    { cat "$dir/npm.log"; return 1; }
+  cp "$DEPLOY/tools/validate_gateway_api.mjs" "$dir/"
+  (cd "$dir" && node validate_gateway_api.mjs objects.json)
+}
+check "Gateway API objects: @kubernetes-models/gateway-api validators + TypeScript (no unknown fields)" \
+  gateway_api
 
 # ---------------------------------------------------------------- 4. promtool
 # Debian's Prometheus is built without Kubernetes service discovery, so promtool checks a copy

@@ -10,6 +10,12 @@
 # (50052), AICHAT_AGENT_PORT (50053), AICHAT_USAGE_PORT (50054), AICHAT_METRICS_PORT_BASE
 # (9101: user, +1 conversation, +2 ai-agent, +3 usage), AICHAT_FAKE_LLM_PORT (8089).
 # AICHAT_NO_BUILD=1 skips the build; AICHAT_START_TIMEOUT (60) seconds for each process to listen.
+# Replicas: AICHAT_REPLICAS (1) replicas each of conversation, usage and ai-agent, or per service
+# AICHAT_CONVERSATION_REPLICAS, AICHAT_USAGE_REPLICAS, AICHAT_AGENT_REPLICAS. Replica 1 is the
+# single replica of old (same ports, pid file run/<service>.pid, log logs/<service>.log);
+# replica k listens on its service's gRPC and metrics ports + (k-1) * AICHAT_REPLICA_PORT_STEP
+# (100), pid file run/<service>-k.pid, log logs/<service>-k.log. Peers get every replica as an
+# address list (ipv4:127.0.0.1:50052,127.0.0.1:50152) and spread their calls over it.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -32,6 +38,17 @@ declare -A BIN=(
 )
 declare -A DB=([user]=aichat_user [conversation]=aichat_conversation [ai-agent]=aichat_agent [usage]=aichat_usage)
 ORDER=(user conversation usage ai-agent)
+declare -A REPLICAS=(
+  [user]=1
+  [conversation]="${AICHAT_CONVERSATION_REPLICAS:-${AICHAT_REPLICAS:-1}}"
+  [ai-agent]="${AICHAT_AGENT_REPLICAS:-${AICHAT_REPLICAS:-1}}"
+  [usage]="${AICHAT_USAGE_REPLICAS:-${AICHAT_REPLICAS:-1}}"
+)
+STEP="${AICHAT_REPLICA_PORT_STEP:-100}"
+for svc in "${ORDER[@]}"; do
+  [[ "${REPLICAS[$svc]}" =~ ^[1-9][0-9]?$ ]] || die "replicas of $svc must be 1 to 99, not '${REPLICAS[$svc]}'"
+done
+[[ "$STEP" =~ ^[1-9][0-9]*$ ]] || die "AICHAT_REPLICA_PORT_STEP must be a positive number"
 FAKE_PORT="${AICHAT_FAKE_LLM_PORT:-8089}"
 FAKE_BIN="$BUILD/tests/fakes/aichat-fake-llm"
 # Seconds each process may take to start listening (a loaded 2-core CI machine is slow).
@@ -61,6 +78,40 @@ pg_data_dir() {
 }
 
 pidfile() { echo "$STATE/run/$1.pid"; }
+
+# Replica k of a service: its name (pid file and log), gRPC port and metrics port. Replica 1
+# is the service's own name and ports, as with a single replica.
+replica_name() { if (($2 == 1)); then echo "$1"; else echo "$1-$2"; fi; }
+replica_port() { echo $((PORT[$1] + ($2 - 1) * STEP)); }
+replica_mport() { echo $((MPORT[$1] + ($2 - 1) * STEP)); }
+
+# Where peers and clients reach a service: one host:port, or every replica as a list that
+# gRPC's round_robin spreads calls over.
+service_addr() {
+  local svc=$1 n=${REPLICAS[$1]} k list=""
+  if ((n == 1)); then
+    echo "127.0.0.1:${PORT[$svc]}"
+    return
+  fi
+  for ((k = 1; k <= n; k++)); do list+="${list:+,}127.0.0.1:$(replica_port "$svc" "$k")"; done
+  echo "ipv4:$list"
+}
+
+# Every replica's gRPC and metrics ports, PostgreSQL's and the provider's: no two alike.
+check_ports() {
+  local -A seen=()
+  local svc k p
+  for p in "$PG_PORT" "$FAKE_PORT"; do seen[$p]=1; done
+  for svc in "${ORDER[@]}"; do
+    for ((k = 1; k <= REPLICAS[$svc]; k++)); do
+      for p in "$(replica_port "$svc" "$k")" "$(replica_mport "$svc" "$k")"; do
+        [[ -z "${seen[$p]:-}" ]] || die "port $p is taken twice ($(replica_name "$svc" "$k")); change AICHAT_REPLICA_PORT_STEP or the ports"
+        ((p <= 65535)) || die "port $p of $(replica_name "$svc" "$k") is out of range"
+        seen[$p]=1
+      done
+    done
+  done
+}
 
 running() {
   local f
@@ -153,29 +204,43 @@ start_llm() {
 }
 
 start_service() {
-  local svc=$1
+  local svc=$1 k
   [[ -x "${BIN[$svc]}" ]] || return 0
-  running "$svc" && return 0
+  for ((k = 1; k <= REPLICAS[$svc]; k++)); do start_replica "$svc" "$k"; done
+}
+
+start_replica() {
+  local svc=$1 k=$2 name port mport user conv usage agent
+  name=$(replica_name "$svc" "$k")
+  port=$(replica_port "$svc" "$k")
+  mport=$(replica_mport "$svc" "$k")
+  running "$name" && return 0
+  user=$(service_addr user) conv=$(service_addr conversation)
+  usage=$(service_addr usage) agent=$(service_addr ai-agent)
   (
-    export AICHAT_LISTEN="127.0.0.1:${PORT[$svc]}"
-    export AICHAT_METRICS_LISTEN="127.0.0.1:${MPORT[$svc]}"
+    export AICHAT_LISTEN="127.0.0.1:$port" AICHAT_METRICS_LISTEN="127.0.0.1:$mport"
     export DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/${DB[$svc]}"
-    export AICHAT_USER_ADDR="127.0.0.1:${PORT[user]}"
-    export AICHAT_CONVERSATION_ADDR="127.0.0.1:${PORT[conversation]}"
-    export AICHAT_USAGE_ADDR="127.0.0.1:${PORT[usage]}"
-    export AICHAT_AGENT_ADDR="127.0.0.1:${PORT[ai-agent]}"
+    export AICHAT_USER_ADDR="$user" AICHAT_CONVERSATION_ADDR="$conv"
+    export AICHAT_USAGE_ADDR="$usage" AICHAT_AGENT_ADDR="$agent"
     # Each secret only where it is needed: the signing key to user, the service token and
     # the provider key to ai-agent.
     [[ $svc == user ]] || unset AICHAT_JWT_SIGNING_KEY
     [[ $svc == ai-agent ]] || unset AICHAT_SERVICE_TOKEN OPENAI_API_KEY
-    exec "${BIN[$svc]}" >>"$STATE/logs/$svc.log" 2>&1
+    exec "${BIN[$svc]}" >>"$STATE/logs/$name.log" 2>&1
   ) &
-  echo $! >"$(pidfile "$svc")"
-  wait_port "${PORT[$svc]}" "$START_TIMEOUT" || die "$svc did not start; see $STATE/logs/$svc.log"
+  echo $! >"$(pidfile "$name")"
+  wait_port "$port" "$START_TIMEOUT" || die "$name did not start; see $STATE/logs/$name.log"
 }
 
 down() {
-  for svc in ai-agent usage conversation user fake-llm; do stop_one "$svc"; done
+  local f
+  # Every replica that has a pid file, however many this environment asks for.
+  for svc in ai-agent usage conversation user fake-llm; do
+    stop_one "$svc"
+    for f in "$STATE/run/$svc"-[0-9]*.pid; do
+      [[ -f "$f" ]] && stop_one "$(basename "$f" .pid)"
+    done
+  done
   rm -f "$STATE/run/llm"
   if [[ -f "$STATE/run/postgres.started" ]]; then
     pg_stop "$(pg_data_dir)"
@@ -200,9 +265,31 @@ status() {
           where="$(cat "$STATE/run/llm")"
           [[ $state == running ]] || { svc=llm; state=external; }
         fi ;;
-      *) running "$svc" && state=running; where="127.0.0.1:${PORT[$svc]} (metrics :${MPORT[$svc]})" ;;
+      *)
+        status_replicas "$svc"
+        continue ;;
     esac
-    printf '  %-13s %-8s %s\n' "$svc" "$state" "$where"
+    printf '  %-16s %-8s %s\n' "$svc" "$state" "$where"
+  done
+}
+
+# One line per replica: those asked for, and any other still running from an earlier `up`.
+status_replicas() {
+  local svc=$1 k name state f
+  local -a ks=()
+  for ((k = 1; k <= REPLICAS[$svc]; k++)); do ks+=("$k"); done
+  for f in "$STATE/run/$svc"-[0-9]*.pid; do
+    [[ -f "$f" ]] || continue
+    k=${f##*-}
+    k=${k%.pid}
+    ((k > REPLICAS[$svc])) && ks+=("$k")
+  done
+  for k in "${ks[@]}"; do
+    name=$(replica_name "$svc" "$k")
+    state=stopped
+    running "$name" && state=running
+    printf '  %-16s %-8s %s\n' "$name" "$state" \
+      "127.0.0.1:$(replica_port "$svc" "$k") (metrics :$(replica_mport "$svc" "$k"))"
   done
 }
 
@@ -212,7 +299,9 @@ cli_env() {
     [ai-agent]=AICHAT_AGENT_ADDR [usage]=AICHAT_USAGE_ADDR)
   local -A def=([user]=50051 [conversation]=50052 [ai-agent]=50053 [usage]=50054)
   for svc in "${ORDER[@]}"; do
-    [[ "${PORT[$svc]}" == "${def[$svc]}" ]] || echo "  export ${var[$svc]}=127.0.0.1:${PORT[$svc]}"
+    if [[ "${PORT[$svc]}" != "${def[$svc]}" || ${REPLICAS[$svc]} -gt 1 ]]; then
+      echo "  export ${var[$svc]}=$(service_addr "$svc")"
+    fi
   done
   echo "  export PATH=$BUILD/cli:\$PATH"
 }
@@ -223,6 +312,7 @@ up() {
   [[ -n "${AICHAT_NO_BUILD:-}" ]] || build "$BUILD"
   mkdir -p "$STATE/logs" "$STATE/run"
   chmod 700 "$STATE"
+  check_ports
   ensure_keys
   start_postgres
   start_llm

@@ -48,9 +48,10 @@ int Serve(const AgentConfig& cfg) {
   lopts.max_response_bytes = cfg.llm_max_response_bytes;
   auto llm = MakeHttpLlmClient(lopts);
   GrpcPeerOptions popts{.service_token = cfg.service_token, .call_timeout = cfg.turn.peer_timeout};
-  auto conversation =
-      MakeGrpcConversationPeer(MakePeerChannel(cfg.conversation_addr, cfg.common.peer), popts);
-  auto usage = MakeGrpcUsagePeer(MakePeerChannel(cfg.usage_addr, cfg.common.peer), popts);
+  auto conversation = MakeGrpcConversationPeer(
+      MakePeerChannel(cfg.conversation_addr, WithIdempotentRetries(cfg.common.peer)), popts);
+  auto usage = MakeGrpcUsagePeer(
+      MakePeerChannel(cfg.usage_addr, WithIdempotentRetries(cfg.common.peer)), popts);
   PromptIds prompt_ids(&store, workers.get());
   RunningTurns running;
   TurnGate gate;

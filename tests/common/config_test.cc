@@ -52,5 +52,40 @@ TEST(ConfigTest, CommonSettingsNeedDatabaseAndKeys) {
   EXPECT_NE(ReadCommonSettings(c).status().message().find("DATABASE_URL"), std::string::npos);
 }
 
+TEST(ConfigTest, ConnectionAgeAndItsGrace) {
+  Config c("test");
+  AddCommonSettings(c, 1, 2);
+  setenv("DATABASE_URL", "postgresql://x", 1);
+  setenv("AICHAT_JWT_PUBLIC_KEYS", "k", 1);
+  setenv("AICHAT_SHUTDOWN_GRACE", "45s", 1);
+  unsetenv("AICHAT_MAX_CONNECTION_AGE");
+  unsetenv("AICHAT_MAX_CONNECTION_AGE_GRACE");
+  const char* argv[] = {"prog"};
+  ASSERT_TRUE(c.Parse(1, const_cast<char**>(argv)).ok());
+  auto s = ReadCommonSettings(c);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->max_connection_age, absl::Minutes(5));
+  EXPECT_EQ(s->max_connection_age_grace, absl::Seconds(45));  // the shutdown grace
+
+  Config d("test");
+  AddCommonSettings(d, 1, 2);
+  const char* flags[] = {"prog", "--max_connection_age=0", "--max_connection_age_grace=2s"};
+  ASSERT_TRUE(d.Parse(3, const_cast<char**>(flags)).ok());
+  s = ReadCommonSettings(d);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->max_connection_age, absl::ZeroDuration());
+  EXPECT_EQ(s->max_connection_age_grace, absl::Seconds(2));
+
+  Config e("test");
+  AddCommonSettings(e, 1, 2);
+  const char* bad[] = {"prog", "--max_connection_age=soon"};
+  ASSERT_TRUE(e.Parse(2, const_cast<char**>(bad)).ok());
+  EXPECT_NE(ReadCommonSettings(e).status().message().find("AICHAT_MAX_CONNECTION_AGE"),
+            std::string::npos);
+  for (const char* v : {"DATABASE_URL", "AICHAT_JWT_PUBLIC_KEYS", "AICHAT_SHUTDOWN_GRACE"}) {
+    unsetenv(v);
+  }
+}
+
 }  // namespace
 }  // namespace aichat

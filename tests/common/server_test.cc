@@ -129,8 +129,8 @@ class TlsTest : public ::testing::Test {
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
-  CertFiles Make(const std::string& name) {
-    auto made = fakes::MakeTestCertificate({"localhost"}, {"127.0.0.1"});
+  CertFiles Make(const std::string& name, const std::string& dns_name = "localhost") {
+    auto made = fakes::MakeTestCertificate({dns_name}, {"127.0.0.1"});
     EXPECT_TRUE(made.ok()) << made.status();
     CertFiles f{dir_ + "/" + name + "-ca.pem", dir_ + "/" + name + ".pem",
                 dir_ + "/" + name + "-key.pem"};
@@ -183,6 +183,37 @@ TEST_F(TlsTest, TlsListenerAndChannel) {
   EXPECT_EQ(Check(MakePeerChannel(target, {.tls_ca_file = other.ca, .tls = true})),
             grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(Check(MakePeerChannel(target, {})), grpc::StatusCode::UNAVAILABLE);
+  server.Shutdown();
+}
+
+// Peers dial dns:///<headless Service>:<port> (or an address list locally): the name
+// checked in the certificate is the target's host, so certificates must carry it.
+TEST_F(TlsTest, ReplicaTargetsAreCheckedAgainstTheCertificate) {
+  CertFiles server_cert = Make("server");  // localhost and 127.0.0.1
+  ServiceServer server({.name = "tls",
+                        .listen = "127.0.0.1:0",
+                        .metrics_listen = "",
+                        .tls = {.cert_file = server_cert.cert, .key_file = server_cert.key}});
+  ASSERT_TRUE(server.Start().ok());
+  const PeerChannelOptions tls = {.tls_ca_file = server_cert.ca, .tls = true};
+  const std::string dns = absl::StrCat("dns:///localhost:", server.port());
+  EXPECT_EQ(Check(MakePeerChannel(dns, tls)), grpc::StatusCode::OK);
+  CertFiles headless = Make("headless", "aichat-usage-headless");
+  ServiceServer other({.name = "tls",
+                       .listen = "127.0.0.1:0",
+                       .metrics_listen = "",
+                       .tls = {.cert_file = headless.cert, .key_file = headless.key}});
+  ASSERT_TRUE(other.Start().ok());
+  EXPECT_EQ(Check(MakePeerChannel(absl::StrCat("dns:///localhost:", other.port()),
+                                  {.tls_ca_file = headless.ca, .tls = true})),
+            grpc::StatusCode::UNAVAILABLE);  // localhost is not in that certificate
+  // An address list has no host name: name the one to check.
+  const std::string list =
+      absl::StrCat("ipv4:127.0.0.1:", server.port(), ",127.0.0.1:", server.port());
+  PeerChannelOptions named = tls;
+  named.tls_server_name = "localhost";
+  EXPECT_EQ(Check(MakePeerChannel(list, named)), grpc::StatusCode::OK);
+  other.Shutdown();
   server.Shutdown();
 }
 

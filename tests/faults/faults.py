@@ -199,7 +199,8 @@ class Suite:
                            capture_output=True, text=True, check=True)
         return json.loads(r.stdout)["requests"]
 
-    def start_replica(self):
+    def start_replica(self, **overrides):
+        """One more ai-agent; `overrides` replace environment variables (e.g. peer addresses)."""
         port, mport = free_ports(2)
         env = dict(self.env)
         env.update({
@@ -210,6 +211,7 @@ class Suite:
             "AICHAT_USAGE_ADDR": self.addr["usage"], "AICHAT_USER_ADDR": self.addr["user"],
         })
         env.update(self.keys)
+        env.update(overrides)
         logf = open(os.path.join(self.state, "logs", "ai-agent-replica-%d.log" % port), "ab")
         p = subprocess.Popen([os.path.join(self.build, "services/ai-agent/aichat-agent")],
                              env=env, stdout=logf, stderr=logf)
@@ -579,9 +581,9 @@ def usage_down_scenario(suite, failures, seconds):
     return calls
 
 
-def budget_scenario(suite, failures, k):
-    """3 ai-agent replicas, one user, a budget for exactly K turns of known cost."""
-    agents = [suite.addr["ai-agent"], suite.start_replica(), suite.start_replica()]
+def budget_scenario(suite, failures, k, agents=None):
+    """3 ai-agent replicas (or `agents`), one user, a budget for exactly K turns of known cost."""
+    agents = agents or [suite.addr["ai-agent"], suite.start_replica(), suite.start_replica()]
     per_turn = (13 * 150000 + 8 * 600000 + 500) // 1000  # gpt-4o-mini, see the fake's rules
     limit = k * per_turn
     load = Load(suite, "budget", 30, callers=12, users=1, agents=agents,
@@ -599,9 +601,10 @@ def budget_scenario(suite, failures, k):
     refused = [c for c in calls if c["code"] == 8]
     statuses = suite.psql_json("ai-agent", "SELECT status, count(*) AS n FROM ai_prompts WHERE "
                                "user_id = %d GROUP BY 1" % uid)
-    log("budget: limit %d nanos = %d turns of %d; %d OK, %d refused; spent %d; largest "
-        "reservation %d; active reservations left %d; prompts %s" % (
-            limit, k, per_turn, len(ok), len(refused), spent, res["m"], res["active"], statuses))
+    log("budget: %d agents; limit %d nanos = %d turns of %d; %d OK, %d refused; spent %d; "
+        "largest reservation %d; active reservations left %d; prompts %s" % (
+            len(agents), limit, k, per_turn, len(ok), len(refused), spent, res["m"],
+            res["active"], statuses))
     failures.check(spent == sum(c["cost_nanos"] for c in ok),
                    "budget: spent %d != sum of OK turns" % spent)
     # Overshoot is bounded by what 12 concurrent callers can hold reserved.

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Prints the four aichat-<service>-tls Secrets the tls component (prod overlay) mounts, made
 # with openssl: a fresh CA, and per service an ECDSA P-256 certificate for its Service names
-# (aichat-user, aichat-user.NAMESPACE, ....svc, ....svc.cluster.local), good for serving and
+# and its headless Service's (aichat-user, aichat-user-headless, each also .NAMESPACE, .svc and
+# .svc.cluster.local: peers dial dns:///aichat-usage-headless:50054), good for serving and
 # for calling peers (mutual TLS). Keys in the layout cert-manager writes: tls.crt, tls.key,
-# ca.crt. Use cert-manager instead where you can (it renews; then `kubectl rollout restart`).
+# ca.crt. Then, for the gateway component: the Secret aichat-gateway-client-tls (the client
+# certificate the Gateway presents to the services) and the ConfigMap aichat-ca (the CA it
+# verifies them with). Use cert-manager instead where you can (it renews; then
+# `kubectl rollout restart`).
 #   deploy/k8s/secrets/tls-secrets.sh [NAMESPACE [CA_DIR]] | kubectl apply -f -
 # CA_DIR (default: a new private temporary directory, named on stderr) keeps ca.crt and
 # ca.key, plus client.crt/client.key: a client certificate for the CLI (aichat --ca ca.crt
@@ -42,30 +46,52 @@ issue() {
 
 indent() { sed 's/^/    /' "$1"; }
 
-first=1
-for svc in user conversation agent usage; do
-  name=aichat-$svc
-  issue "$name" "$name" "$name.$ns" "$name.$ns.svc" "$name.$ns.svc.cluster.local"
-  [[ $first == 1 ]] || echo "---"
-  first=0
+# secret NAME CERT_NAME: a kubernetes.io/tls Secret with $tmp/CERT_NAME.crt/.key and the CA.
+secret() {
   cat <<YAML
 apiVersion: v1
 kind: Secret
 metadata:
-  name: $name-tls
+  name: $1
   namespace: $ns
   labels:
     app.kubernetes.io/part-of: aichat
 type: kubernetes.io/tls
 stringData:
   tls.crt: |
-$(indent "$tmp/$name.crt")
+$(indent "$tmp/$2.crt")
   tls.key: |
-$(indent "$tmp/$name.key")
+$(indent "$tmp/$2.key")
   ca.crt: |
 $(indent "$dir/ca.crt")
 YAML
+}
+
+for svc in user conversation agent usage; do
+  name=aichat-$svc
+  sans=()
+  for host in "$name" "$name-headless"; do
+    sans+=("$host" "$host.$ns" "$host.$ns.svc" "$host.$ns.svc.cluster.local")
+  done
+  issue "$name" "${sans[@]}"
+  secret "$name-tls" "$name"
+  echo "---"
 done
+issue aichat-gateway aichat-gateway
+secret aichat-gateway-client-tls aichat-gateway
+cat <<YAML
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: aichat-ca
+  namespace: $ns
+  labels:
+    app.kubernetes.io/part-of: aichat
+data:
+  ca.crt: |
+$(indent "$dir/ca.crt")
+YAML
 issue client aichat-client
 cp "$tmp/client.crt" "$tmp/client.key" "$dir/"
 echo "tls-secrets.sh: CA and a client certificate in $dir (keep it private)" >&2
