@@ -56,16 +56,28 @@ constexpr char kDeleteModel[] = "DELETE FROM ai_model_configs WHERE name = $1 RE
   "cached_tokens, estimated, cost_nanos, finish_reason, error, response_text, latency_ms, " \
   "ttft_ms, created_at, completed_at, request_hash, COALESCE(owner, ''), context_tokens, "  \
   "answer_pending"
+// The same columns of `p`, with the owner as just adopted (`a`).
+#define AICHAT_PROMPT_COLS_ADOPTED                                                              \
+  "p.id, p.user_id, p.conversation_id, p.status, COALESCE(p.idempotency_key, ''), p.event_id, " \
+  "p.model, p.provider_model, p.input_price_micros_per_mtok, "                                  \
+  "p.cached_input_price_micros_per_mtok, p.output_price_micros_per_mtok, p.context_window, "    \
+  "p.max_output_tokens, p.user_message_id, p.response_message_id, p.replaces_message_id, "      \
+  "p.prompt_tokens, p.completion_tokens, p.cached_tokens, p.estimated, p.cost_nanos, "          \
+  "p.finish_reason, p.error, p.response_text, p.latency_ms, p.ttft_ms, p.created_at, "          \
+  "p.completed_at, p.request_hash, COALESCE(a.owner, ''), p.context_tokens, p.answer_pending"
 
 constexpr char kReserveIds[] =
     "SELECT nextval(pg_get_serial_sequence('ai_prompts', 'id')) FROM generate_series(1, $1)";
+// The prompt and its place among the unsettled turns, in one statement.
 constexpr char kInsertPrompt[] =
-    "INSERT INTO ai_prompts (id, user_id, conversation_id, idempotency_key, event_id, model, "
-    "provider_model, input_price_micros_per_mtok, cached_input_price_micros_per_mtok, "
+    "WITH p AS (INSERT INTO ai_prompts (id, user_id, conversation_id, idempotency_key, event_id, "
+    "model, provider_model, input_price_micros_per_mtok, cached_input_price_micros_per_mtok, "
     "output_price_micros_per_mtok, context_window, max_output_tokens, user_message_id, "
     "replaces_message_id, request_hash, owner, context_tokens) "
     "VALUES ($1, $2, $3, NULLIF($4, ''), $5, $6, $7, $8, $9, $10, $11, $12, "
-    "NULLIF($13::bigint, 0), NULLIF($14::bigint, 0), $15, NULLIF($16, ''), $17)";
+    "NULLIF($13::bigint, 0), NULLIF($14::bigint, 0), $15, NULLIF($16, ''), $17) "
+    "RETURNING id, owner) "
+    "INSERT INTO ai_prompts_unsettled (prompt_id, owner) SELECT id, owner FROM p";
 constexpr char kPromptByKey[] =
     "SELECT " AICHAT_PROMPT_COLS " FROM ai_prompts WHERE user_id = $1 AND idempotency_key = $2";
 constexpr char kPromptById[] =
@@ -81,52 +93,63 @@ constexpr char kListConversationPrompts[] =
     "ORDER BY id DESC LIMIT $3";
 constexpr char kPromptExists[] = "SELECT 1 FROM ai_prompts WHERE id = $1";
 constexpr char kMarkRefused[] =
-    "UPDATE ai_prompts SET status = $2, error = $3, completed_at = now(), idempotency_key = NULL "
-    "WHERE id = $1 AND status IN ('PENDING', 'STREAMING') RETURNING id";
+    "WITH p AS (UPDATE ai_prompts SET status = $2, error = $3, completed_at = now(), "
+    "idempotency_key = NULL WHERE id = $1 AND status IN ('PENDING', 'STREAMING') RETURNING id), "
+    "u AS (DELETE FROM ai_prompts_unsettled WHERE prompt_id IN (SELECT id FROM p)) "
+    "SELECT id FROM p";
 // The prompt's outcome and its usage event in one statement (one round trip, one
 // transaction). The new outbox row is leased to its writer, which delivers it now.
+// The turn stays unsettled only while its answer is pending.
 constexpr char kFinishPrompt[] =
     "WITH p AS (UPDATE ai_prompts SET status = $2, response_message_id = NULLIF($3::bigint, 0), "
     "response_text = $4, reported_model = $5, prompt_tokens = $6, completion_tokens = $7, "
     "cached_tokens = $8, estimated = $9, cost_nanos = $10, finish_reason = $11, error = $12, "
     "latency_ms = $13, ttft_ms = $14, completed_at = now(), "
     "user_message_id = COALESCE(NULLIF($15::bigint, 0), user_message_id), answer_pending = $16 "
-    "WHERE id = $1 AND status IN ('PENDING', 'STREAMING') RETURNING event_id), "
+    "WHERE id = $1 AND status IN ('PENDING', 'STREAMING') RETURNING id, event_id), "
     "o AS (INSERT INTO usage_outbox (event_id, payload, locked_until) "
     "SELECT event_id, $17, now() + $18::double precision * interval '1 microsecond' FROM p "
-    "WHERE $17::text IS NOT NULL RETURNING id) "
+    "WHERE $17::text IS NOT NULL RETURNING id), "
+    "u AS (DELETE FROM ai_prompts_unsettled WHERE prompt_id IN (SELECT id FROM p) "
+    "AND NOT $16::boolean) "
     "SELECT (SELECT count(*) FROM p), COALESCE((SELECT id FROM o), 0)";
 constexpr char kSettle[] =
-    "WITH acked AS (DELETE FROM usage_outbox WHERE id = ANY($1::bigint[])) "
+    "WITH acked AS (DELETE FROM usage_outbox WHERE id = ANY($1::bigint[])), "
+    "done AS (DELETE FROM ai_prompts_unsettled WHERE prompt_id = ANY($2::bigint[])) "
     "UPDATE ai_prompts p SET answer_pending = false, response_message_id = s.mid "
     "FROM unnest($2::bigint[], $3::bigint[]) AS s(pid, mid) WHERE p.id = s.pid";
 constexpr char kAnswerLost[] =
-    "UPDATE ai_prompts SET answer_pending = false, status = 'FAILED', error = $2 "
-    "WHERE id = $1 AND answer_pending";
+    "WITH p AS (UPDATE ai_prompts SET answer_pending = false, status = 'FAILED', error = $2 "
+    "WHERE id = $1 AND answer_pending RETURNING id) "
+    "DELETE FROM ai_prompts_unsettled WHERE prompt_id = $1";
 constexpr char kRenewLease[] =
     "INSERT INTO ai_agent_leases (owner, lease_until) "
     "VALUES ($1, now() + $2::double precision * interval '1 microsecond') "
     "ON CONFLICT (owner) DO UPDATE SET lease_until = EXCLUDED.lease_until";
 constexpr char kDropLease[] = "DELETE FROM ai_agent_leases WHERE owner = $1";
-// Unsettled prompts (running, or an answer not yet in the conversation) whose owner
+// Unsettled turns (running, or an answer not yet in the conversation) whose owner
 // holds no live lease, taken over by $1 so that one replica finishes each; plus
 // $1's own whose in-process save gave up: answers pending for $4 after the turn
 // ended, turns unfinished $3 after they started (longer than any turn can run).
 constexpr char kAdoptAbandoned[] =
-    "UPDATE ai_prompts SET owner = $1 WHERE id IN ("
-    " SELECT p.id FROM ai_prompts p LEFT JOIN ai_agent_leases l ON l.owner = p.owner "
-    " WHERE (p.status IN ('PENDING', 'STREAMING') OR p.answer_pending) "
-    " AND (CASE WHEN p.owner = $1 THEN (p.answer_pending "
+    "WITH a AS (UPDATE ai_prompts_unsettled SET owner = $1 WHERE prompt_id IN ("
+    " SELECT u.prompt_id FROM ai_prompts_unsettled u JOIN ai_prompts p ON p.id = u.prompt_id "
+    " LEFT JOIN ai_agent_leases l ON l.owner = u.owner "
+    " WHERE (CASE WHEN u.owner = $1 THEN (p.answer_pending "
     "     AND p.completed_at < now() - $4::double precision * interval '1 microsecond') "
     "     OR (p.status IN ('PENDING', 'STREAMING') "
     "     AND p.created_at < now() - $3::double precision * interval '1 microsecond') "
-    "   WHEN p.owner IS NULL "
+    "   WHEN u.owner IS NULL "
     "     THEN p.created_at < now() - $3::double precision * interval '1 microsecond' "
     "   ELSE l.lease_until IS NULL OR l.lease_until < now() END) "
-    " ORDER BY p.id LIMIT $2 FOR UPDATE OF p SKIP LOCKED) "
-    "RETURNING " AICHAT_PROMPT_COLS;
+    " ORDER BY u.prompt_id LIMIT $2 FOR UPDATE OF u SKIP LOCKED) "
+    " RETURNING prompt_id, owner) "
+    "SELECT " AICHAT_PROMPT_COLS_ADOPTED
+    " FROM ai_prompts p JOIN a ON a.prompt_id = p.id "
+    "ORDER BY p.id";
 
 #undef AICHAT_PROMPT_COLS
+#undef AICHAT_PROMPT_COLS_ADOPTED
 #undef AICHAT_MODEL_COLS
 
 // --- outbox ---

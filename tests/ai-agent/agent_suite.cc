@@ -112,6 +112,9 @@ void AgentSuite::TearDown() {
   if (usage_server_) usage_server_->Shutdown();
   if (conv_server_) conv_server_->Shutdown();
   if (fake_) fake_->Stop();
+  // Tasks still queued (a prompt-id refill, a model refresh, a save's timer) use the
+  // parts below: they run now, while those are alive, not after them.
+  workers_.reset();
 }
 
 void AgentSuite::StopUsage() {

@@ -109,6 +109,9 @@ class TurnTest : public ::testing::Test {
     absl::Time until = absl::Now() + absl::Seconds(10);
     while (deps_.live.load() > 0 && absl::Now() < until) absl::SleepFor(absl::Milliseconds(2));
     EXPECT_EQ(deps_.live.load(), 0);
+    // Queued tasks (a prompt-id refill, a model refresh) use the parts declared after
+    // the pool: they run now, while those are alive.
+    workers_.reset();
   }
 
   TurnRequest Request(int64_t conversation, std::string content, std::string key = "",
