@@ -41,6 +41,10 @@ AgentMetrics::AgentMetrics(prometheus::Registry& registry)
                  .Name("aichat_turns_total")
                  .Help("Chat turns by final prompt status")
                  .Register(registry)),
+      fallbacks_(prometheus::BuildCounter()
+                     .Name("aichat_llm_fallbacks_total")
+                     .Help("Turns that moved on to a fallback model, by model and fallback")
+                     .Register(registry)),
       active_streams_(prometheus::BuildGauge()
                           .Name("aichat_active_streams")
                           .Help("Turns in flight (streaming and unary)")
@@ -79,5 +83,9 @@ void AgentMetrics::Cost(const std::string& model, int64_t nanos) {
 void AgentMetrics::Overhead(double seconds) { overhead_.Observe(seconds); }
 
 void AgentMetrics::Turn(const std::string& status) { turns_.Add({{"status", status}}).Increment(); }
+
+void AgentMetrics::Fallback(const std::string& model, const std::string& to) {
+  fallbacks_.Add({{"model", model}, {"fallback", to}}).Increment();
+}
 
 }  // namespace aichat::agent

@@ -24,6 +24,8 @@ class AgentMetrics {
   void Cost(const std::string& model, int64_t nanos);
   void Overhead(double seconds);
   void Turn(const std::string& status);
+  // A turn of `model` moved on to its fallback `to` (every deployment failed first).
+  void Fallback(const std::string& model, const std::string& to);
   prometheus::Gauge& active_streams() { return active_streams_; }
   prometheus::Counter& reservations_skipped() { return reservations_skipped_; }
 
@@ -35,6 +37,7 @@ class AgentMetrics {
   prometheus::Family<prometheus::Counter>& cost_;
   prometheus::Histogram& overhead_;
   prometheus::Family<prometheus::Counter>& turns_;
+  prometheus::Family<prometheus::Counter>& fallbacks_;
   prometheus::Gauge& active_streams_;
   prometheus::Counter& reservations_skipped_;
 };

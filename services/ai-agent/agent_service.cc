@@ -211,6 +211,7 @@ void ToProto(const PromptRecord& p, v1::Prompt* out) {
   out->set_idempotency_key(p.idempotency_key);
   aichat::ToProto(p.created_at, out->mutable_created_at());
   if (p.completed_at) aichat::ToProto(*p.completed_at, out->mutable_completed_at());
+  out->set_deployment(p.deployment);
 }
 
 void ToProto(const ModelRecord& m, v1::ModelConfig* out) {
@@ -228,6 +229,40 @@ void ToProto(const ModelRecord& m, v1::ModelConfig* out) {
   out->set_is_default(m.is_default);
   out->set_use_max_tokens_param(m.use_max_tokens_param);
   aichat::ToProto(m.updated_at, out->mutable_updated_at());
+  for (const auto& d : m.deployments) {
+    v1::Deployment* o = out->add_deployments();
+    o->set_name(d.name);
+    o->set_base_url(d.base_url);
+    o->set_api_key_env(d.api_key_env);
+    o->set_provider_model(d.provider_model);
+    o->set_weight(d.weight);
+    o->set_max_concurrency(d.max_concurrency);
+  }
+  for (const auto& f : m.fallbacks) out->add_fallbacks(f);
+}
+
+// Each deployment (the model's own settings as one when it lists none) with this
+// replica's view of its health.
+void AddDeploymentStates(const ModelRecord& m, Router* router, v1::ModelConfig* out) {
+  if (router == nullptr) return;
+  auto all = Router::DeploymentsOf(m);
+  if (out->deployments_size() == 0) {
+    v1::Deployment* d = out->add_deployments();
+    d->set_name(all[0].name);
+    d->set_weight(all[0].weight);
+  }
+  const absl::Time now = absl::Now();
+  for (int i = 0; i < out->deployments_size() && i < static_cast<int>(all.size()); ++i) {
+    v1::Deployment* d = out->mutable_deployments(i);
+    if (d->name().empty()) d->set_name(all[i].name);
+    DeploymentHealth h = router->Health(m.name, all[i].name, now);
+    v1::DeploymentState* st = d->mutable_state();
+    st->set_circuit(h.circuit);
+    st->set_in_flight(h.in_flight);
+    st->set_consecutive_failures(h.consecutive_failures);
+    if (h.cooldown_until.has_value())
+      aichat::ToProto(*h.cooldown_until, st->mutable_cooldown_until());
+  }
 }
 
 ModelRecord FromProto(const v1::ModelConfig& m) {
@@ -244,6 +279,13 @@ ModelRecord FromProto(const v1::ModelConfig& m) {
   r.enabled = m.enabled();
   r.is_default = m.is_default();
   r.use_max_tokens_param = m.use_max_tokens_param();
+  for (int i = 0; i < m.deployments_size(); ++i) {
+    const v1::Deployment& d = m.deployments(i);
+    r.deployments.push_back({d.name().empty() ? absl::StrCat("d", i + 1) : d.name(), d.base_url(),
+                             d.api_key_env(), d.provider_model(), d.weight() > 0 ? d.weight() : 1,
+                             d.max_concurrency()});
+  }
+  r.fallbacks.assign(m.fallbacks().begin(), m.fallbacks().end());
   return r;
 }
 
@@ -337,6 +379,9 @@ grpc::ServerUnaryReactor* AgentServiceImpl::ListModels(grpc::CallbackServerConte
       if (!caller->is_admin()) {
         out->clear_base_url();
         out->clear_api_key_env();
+        out->clear_deployments();
+      } else {
+        AddDeploymentStates(m, deps_->router, out);
       }
     }
     return absl::OkStatus();
@@ -352,6 +397,11 @@ grpc::ServerUnaryReactor* AgentServiceImpl::UpsertModel(grpc::CallbackServerCont
     if (auto st = RequireAdmin(*caller); !st.ok()) return st;
     if (auto st = ValidateModelConfig(req->model(), deps_->options.provider_policy); !st.ok()) {
       return st;
+    }
+    if (req->model().fallbacks_size() > 0) {
+      auto saved_models = deps_->store->ListModels();
+      if (!saved_models.ok()) return saved_models.status();
+      if (auto st = CheckFallbacks(req->model(), *saved_models); !st.ok()) return st;
     }
     auto saved = deps_->store->UpsertModel(FromProto(req->model()));
     if (!saved.ok()) return saved.status();

@@ -14,6 +14,17 @@
 
 namespace aichat::agent {
 
+// One place a model is served (see agent.proto Deployment). Empty fields fall back to
+// the model's own.
+struct DeploymentRecord {
+  std::string name;  // "d1"… when not given
+  std::string base_url;
+  std::string api_key_env;
+  std::string provider_model;
+  int32_t weight = 1;
+  int32_t max_concurrency = 0;  // 0: no cap
+};
+
 struct ModelRecord {
   std::string name;
   std::string provider_model;
@@ -27,6 +38,8 @@ struct ModelRecord {
   bool is_default = false;
   bool use_max_tokens_param = false;
   absl::Time updated_at;
+  std::vector<DeploymentRecord> deployments;  // empty: base_url/api_key_env/provider_model
+  std::vector<std::string> fallbacks;         // model names, in order
 };
 
 enum class PromptStatus {
@@ -81,6 +94,7 @@ struct PromptRecord {
   int64_t replaces_message_id = 0;
   // The text is in response_text but not yet (known to be) in the conversation.
   bool answer_pending = false;
+  std::string deployment;  // the deployment that answered ("" before, or a single one)
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
   int64_t cached_tokens = 0;
@@ -112,6 +126,12 @@ struct PromptOutcome {
   std::string error;
   int64_t latency_ms = 0;
   int64_t ttft_ms = 0;
+  // Who answered: a fallback model's name, real model and price snapshot replace the
+  // prompt's; empty `model` keeps them. `deployment` is recorded as given.
+  std::string model;
+  std::string provider_model;
+  Prices prices;
+  std::string deployment;
 };
 
 // An answer that reached the conversation as message `message_id`.

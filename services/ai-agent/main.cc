@@ -59,6 +59,7 @@ int Serve(const AgentConfig& cfg) {
   ServiceServer server(ServerOptionsFrom("ai-agent", cfg.common));
   (*pool)->ExportMetrics(server.registry());
   AgentMetrics metrics(server.registry());
+  Router router(RouterOptions{}, &server.registry());
   OutboxPublisherOptions oopts;
   oopts.idle_poll = cfg.outbox_interval;
   oopts.linger = cfg.outbox_linger;
@@ -76,6 +77,7 @@ int Serve(const AgentConfig& cfg) {
   deps.prompt_ids = &prompt_ids;
   deps.running = &running;
   deps.gate = &gate;
+  deps.router = &router;
   deps.metrics = &metrics;
   deps.replica = ReplicaName(cfg);
   deps.publish = [&outbox](int64_t id, UsageRecord r) { outbox.Publish(id, std::move(r)); };

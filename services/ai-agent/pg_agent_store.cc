@@ -1,6 +1,7 @@
 #include "services/ai-agent/pg_agent_store.h"
 
 #include <algorithm>
+#include <boost/json.hpp>
 #include <string>
 
 #include "absl/strings/match.h"
@@ -12,13 +13,15 @@
 namespace aichat::agent {
 namespace {
 
+namespace json = boost::json;
+
 // --- models ---
 
 #define AICHAT_MODEL_COLS                                                               \
   "name, provider_model, base_url, api_key_env, input_price_micros_per_mtok, "          \
   "cached_input_price_micros_per_mtok, output_price_micros_per_mtok, context_window, "  \
   "max_output_tokens, default_temperature, enabled, is_default, use_max_tokens_param, " \
-  "updated_at"
+  "updated_at, deployments::text, fallbacks::text"
 
 constexpr char kListModels[] = "SELECT " AICHAT_MODEL_COLS " FROM ai_model_configs ORDER BY name";
 // Serialises default switches: two concurrent "make X the default" upserts would
@@ -32,8 +35,9 @@ constexpr char kUpsertModel[] =
     "INSERT INTO ai_model_configs (name, provider_model, base_url, api_key_env, "
     "input_price_micros_per_mtok, cached_input_price_micros_per_mtok, "
     "output_price_micros_per_mtok, context_window, max_output_tokens, default_temperature, "
-    "enabled, is_default, use_max_tokens_param) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::double precision, $11, $12, $13) "
+    "enabled, is_default, use_max_tokens_param, deployments, fallbacks) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::double precision, $11, $12, $13, "
+    "$14::jsonb, $15::jsonb) "
     "ON CONFLICT (name) DO UPDATE SET provider_model = EXCLUDED.provider_model, "
     "base_url = EXCLUDED.base_url, api_key_env = EXCLUDED.api_key_env, "
     "input_price_micros_per_mtok = EXCLUDED.input_price_micros_per_mtok, "
@@ -42,7 +46,7 @@ constexpr char kUpsertModel[] =
     "context_window = EXCLUDED.context_window, max_output_tokens = EXCLUDED.max_output_tokens, "
     "default_temperature = EXCLUDED.default_temperature, enabled = EXCLUDED.enabled, "
     "is_default = EXCLUDED.is_default, use_max_tokens_param = EXCLUDED.use_max_tokens_param, "
-    "updated_at = now() "
+    "deployments = EXCLUDED.deployments, fallbacks = EXCLUDED.fallbacks, updated_at = now() "
     "RETURNING " AICHAT_MODEL_COLS;
 constexpr char kDeleteModel[] = "DELETE FROM ai_model_configs WHERE name = $1 RETURNING name";
 
@@ -55,7 +59,7 @@ constexpr char kDeleteModel[] = "DELETE FROM ai_model_configs WHERE name = $1 RE
   "response_message_id, replaces_message_id, prompt_tokens, completion_tokens, "            \
   "cached_tokens, estimated, cost_nanos, finish_reason, error, response_text, latency_ms, " \
   "ttft_ms, created_at, completed_at, request_hash, COALESCE(owner, ''), context_tokens, "  \
-  "answer_pending"
+  "answer_pending, deployment"
 // The same columns of `p`, with the owner as just adopted (`a`).
 #define AICHAT_PROMPT_COLS_ADOPTED                                                              \
   "p.id, p.user_id, p.conversation_id, p.status, COALESCE(p.idempotency_key, ''), p.event_id, " \
@@ -64,7 +68,8 @@ constexpr char kDeleteModel[] = "DELETE FROM ai_model_configs WHERE name = $1 RE
   "p.max_output_tokens, p.user_message_id, p.response_message_id, p.replaces_message_id, "      \
   "p.prompt_tokens, p.completion_tokens, p.cached_tokens, p.estimated, p.cost_nanos, "          \
   "p.finish_reason, p.error, p.response_text, p.latency_ms, p.ttft_ms, p.created_at, "          \
-  "p.completed_at, p.request_hash, COALESCE(a.owner, ''), p.context_tokens, p.answer_pending"
+  "p.completed_at, p.request_hash, COALESCE(a.owner, ''), p.context_tokens, p.answer_pending, " \
+  "p.deployment"
 
 constexpr char kReserveIds[] =
     "SELECT nextval(pg_get_serial_sequence('ai_prompts', 'id')) FROM generate_series(1, $1)";
@@ -105,7 +110,15 @@ constexpr char kFinishPrompt[] =
     "response_text = $4, reported_model = $5, prompt_tokens = $6, completion_tokens = $7, "
     "cached_tokens = $8, estimated = $9, cost_nanos = $10, finish_reason = $11, error = $12, "
     "latency_ms = $13, ttft_ms = $14, completed_at = now(), "
-    "user_message_id = COALESCE(NULLIF($15::bigint, 0), user_message_id), answer_pending = $16 "
+    "user_message_id = COALESCE(NULLIF($15::bigint, 0), user_message_id), answer_pending = $16, "
+    "model = COALESCE(NULLIF($19, ''), model), "
+    "provider_model = COALESCE(NULLIF($20, ''), provider_model), "
+    "input_price_micros_per_mtok = CASE WHEN $19 = '' THEN input_price_micros_per_mtok "
+    "  ELSE $21 END, "
+    "cached_input_price_micros_per_mtok = CASE WHEN $19 = '' "
+    "  THEN cached_input_price_micros_per_mtok ELSE $22 END, "
+    "output_price_micros_per_mtok = CASE WHEN $19 = '' THEN output_price_micros_per_mtok "
+    "  ELSE $23 END, deployment = $24 "
     "WHERE id = $1 AND status IN ('PENDING', 'STREAMING') RETURNING id, event_id), "
     "o AS (INSERT INTO usage_outbox (event_id, payload, locked_until) "
     "SELECT event_id, $17, now() + $18::double precision * interval '1 microsecond' FROM p "
@@ -180,6 +193,60 @@ double ParseDouble(const PgResult& r, int row, int col) {
   return v;
 }
 
+// deployments and fallbacks are jsonb: a list of objects, a list of names. What
+// does not decode reads as empty (the model then runs on its own settings).
+std::vector<DeploymentRecord> DecodeDeployments(std::string_view text) {
+  std::vector<DeploymentRecord> out;
+  boost::system::error_code ec;
+  json::value v = json::parse(json::string_view(text.data(), text.size()), ec);
+  if (ec || !v.is_array()) return out;
+  for (const json::value& e : v.as_array()) {
+    if (!e.is_object()) continue;
+    const json::object& o = e.as_object();
+    auto str = [&](const char* k) {
+      const json::value* f = o.if_contains(k);
+      return f != nullptr && f->is_string() ? std::string(f->as_string()) : std::string();
+    };
+    auto num = [&](const char* k, int32_t def) {
+      const json::value* f = o.if_contains(k);
+      return f != nullptr && f->is_int64() ? static_cast<int32_t>(f->as_int64()) : def;
+    };
+    out.push_back({str("name"), str("base_url"), str("api_key_env"), str("provider_model"),
+                   num("weight", 1), num("max_concurrency", 0)});
+  }
+  return out;
+}
+
+std::vector<std::string> DecodeNames(std::string_view text) {
+  std::vector<std::string> out;
+  boost::system::error_code ec;
+  json::value v = json::parse(json::string_view(text.data(), text.size()), ec);
+  if (ec || !v.is_array()) return out;
+  for (const json::value& e : v.as_array()) {
+    if (e.is_string()) out.emplace_back(e.as_string());
+  }
+  return out;
+}
+
+std::string EncodeDeployments(const std::vector<DeploymentRecord>& ds) {
+  json::array a;
+  for (const auto& d : ds) {
+    a.push_back(json::object{{"name", d.name},
+                             {"base_url", d.base_url},
+                             {"api_key_env", d.api_key_env},
+                             {"provider_model", d.provider_model},
+                             {"weight", d.weight},
+                             {"max_concurrency", d.max_concurrency}});
+  }
+  return json::serialize(a);
+}
+
+std::string EncodeNames(const std::vector<std::string>& names) {
+  json::array a;
+  for (const auto& n : names) a.push_back(json::string(n));
+  return json::serialize(a);
+}
+
 ModelRecord ReadModel(const PgResult& r, int row) {
   ModelRecord m;
   m.name = r.String(row, 0);
@@ -196,6 +263,8 @@ ModelRecord ReadModel(const PgResult& r, int row) {
   m.is_default = r.Bool(row, 11);
   m.use_max_tokens_param = r.Bool(row, 12);
   m.updated_at = r.Time(row, 13);
+  m.deployments = DecodeDeployments(r.Text(row, 14));
+  m.fallbacks = DecodeNames(r.Text(row, 15));
   return m;
 }
 
@@ -235,6 +304,7 @@ PromptRecord ReadPrompt(const PgResult& r, int row) {
   p.owner = r.String(row, 29);
   p.context_tokens = r.Int(row, 30);
   p.answer_pending = r.Bool(row, 31);
+  p.deployment = r.String(row, 32);
   return p;
 }
 
@@ -307,7 +377,8 @@ absl::StatusOr<ModelRecord> PgAgentStore::UpsertModel(const ModelRecord& m) {
         {m.name, m.provider_model, m.base_url, m.api_key_env, m.prices.input_micros_per_mtok,
          m.prices.cached_input_micros_per_mtok, m.prices.output_micros_per_mtok, m.context_window,
          m.max_output_tokens, absl::StrFormat("%.17g", m.default_temperature), m.enabled,
-         m.is_default, m.use_max_tokens_param});
+         m.is_default, m.use_max_tokens_param, EncodeDeployments(m.deployments),
+         EncodeNames(m.fallbacks)});
     if (!r.ok()) {
       return r.status();
     }
@@ -426,12 +497,30 @@ absl::StatusOr<int64_t> PgAgentStore::FinishPrompt(int64_t prompt_id, const Prom
   if (!lease.ok()) {
     return lease.status();
   }
-  auto r = (*lease)->Exec(
-      kFinishPrompt,
-      {prompt_id, PromptStatusName(o.status), o.response_message_id, o.response_text,
-       o.reported_model, o.prompt_tokens, o.completion_tokens, o.cached_tokens, o.estimated,
-       o.cost_nanos, o.finish_reason, Truncated(o.error), o.latency_ms, o.ttft_ms,
-       o.user_message_id, o.answer_pending, payload, Micros(outbox_lease)});
+  auto r = (*lease)->Exec(kFinishPrompt, {prompt_id,
+                                          PromptStatusName(o.status),
+                                          o.response_message_id,
+                                          o.response_text,
+                                          o.reported_model,
+                                          o.prompt_tokens,
+                                          o.completion_tokens,
+                                          o.cached_tokens,
+                                          o.estimated,
+                                          o.cost_nanos,
+                                          o.finish_reason,
+                                          Truncated(o.error),
+                                          o.latency_ms,
+                                          o.ttft_ms,
+                                          o.user_message_id,
+                                          o.answer_pending,
+                                          payload,
+                                          Micros(outbox_lease),
+                                          o.model,
+                                          o.provider_model,
+                                          o.prices.input_micros_per_mtok,
+                                          o.prices.cached_input_micros_per_mtok,
+                                          o.prices.output_micros_per_mtok,
+                                          o.deployment});
   if (!r.ok()) {
     return r.status();
   }

@@ -1,5 +1,6 @@
 #include "services/ai-agent/request_checks.h"
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -175,6 +176,50 @@ absl::Status ValidateModelConfig(const v1::ModelConfig& m, const ProviderPolicy&
         "model.api_key_env must be OPENAI_API_KEY or a variable named AICHAT_PROVIDER_KEY_<NAME> "
         "(A-Z, 0-9, _)");
   }
+  for (int i = 0; i < m.deployments_size(); ++i) {
+    const v1::Deployment& d = m.deployments(i);
+    const std::string f = absl::StrCat("model.deployments[", i, "]");
+    if (!d.name().empty()) {
+      bool ok = d.name().size() <= 40;
+      for (char c : d.name()) {
+        ok &= (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+      }
+      if (!ok) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(f, ".name may use a-z, 0-9, . _ - (1 to 40 characters)"));
+      }
+    }
+    if (auto st = CheckText(f + ".base_url", d.base_url(), 500, false); !st.ok()) return st;
+    if (!d.base_url().empty()) {
+      if (auto st = CheckProviderUrl(f + ".base_url", d.base_url(), policy); !st.ok()) return st;
+    }
+    if (!d.api_key_env().empty() && !IsProviderKeyVariable(d.api_key_env())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          f, ".api_key_env must be OPENAI_API_KEY or a variable named AICHAT_PROVIDER_KEY_<NAME>"));
+    }
+    if (auto st = CheckText(f + ".provider_model", d.provider_model(), 200, false); !st.ok()) {
+      return st;
+    }
+    if (d.weight() < 0 || d.weight() > 1000) {
+      return absl::InvalidArgumentError(absl::StrCat(f, ".weight must be 1 to 1000"));
+    }
+    if (d.max_concurrency() < 0 || d.max_concurrency() > 1000000) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(f, ".max_concurrency must be 0 (no cap) to 1000000"));
+    }
+  }
+  if (m.deployments_size() > 32) {
+    return absl::InvalidArgumentError("model.deployments may hold at most 32 deployments");
+  }
+  if (m.fallbacks_size() > 8) {
+    return absl::InvalidArgumentError("model.fallbacks may name at most 8 models");
+  }
+  for (int i = 0; i < m.fallbacks_size(); ++i) {
+    if (m.fallbacks(i) == m.name()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("model.fallbacks[", i, "] names the model itself"));
+    }
+  }
   if (m.input_price_micros_per_mtok() < 0 || m.cached_input_price_micros_per_mtok() < 0 ||
       m.output_price_micros_per_mtok() < 0) {
     return absl::InvalidArgumentError("model prices must not be negative");
@@ -188,6 +233,47 @@ absl::Status ValidateModelConfig(const v1::ModelConfig& m, const ProviderPolicy&
   }
   if (!(m.default_temperature() >= 0 && m.default_temperature() <= 2)) {
     return absl::InvalidArgumentError("model.default_temperature must be between 0 and 2");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace aichat::agent
+
+namespace aichat::agent {
+
+absl::Status CheckFallbacks(const v1::ModelConfig& m, const std::vector<ModelRecord>& saved) {
+  absl::flat_hash_map<std::string, const ModelRecord*> by_name;
+  for (const auto& r : saved) by_name[r.name] = &r;
+  for (int i = 0; i < m.fallbacks_size(); ++i) {
+    auto it = by_name.find(m.fallbacks(i));
+    if (it == by_name.end() || it->first == m.name()) {
+      if (it == by_name.end()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("model.fallbacks[", i, "]: no model \"", m.fallbacks(i), "\""));
+      }
+    } else if (!it->second->enabled) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("model.fallbacks[", i, "]: model \"", m.fallbacks(i), "\" is disabled"));
+    }
+  }
+  // No cycle: walk the fallbacks from `m`, with `m`'s new list in place of its old one.
+  auto next = [&](const std::string& name) -> std::vector<std::string> {
+    if (name == m.name()) return {m.fallbacks().begin(), m.fallbacks().end()};
+    auto it = by_name.find(name);
+    return it == by_name.end() ? std::vector<std::string>{} : it->second->fallbacks;
+  };
+  std::vector<std::string> stack = next(m.name());
+  absl::flat_hash_map<std::string, bool> seen;
+  while (!stack.empty()) {
+    std::string name = stack.back();
+    stack.pop_back();
+    if (name == m.name()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model.fallbacks: following the fallbacks comes back to \"", m.name(), "\" (a cycle)"));
+    }
+    if (seen[name]) continue;
+    seen[name] = true;
+    for (auto& n : next(name)) stack.push_back(n);
   }
   return absl::OkStatus();
 }

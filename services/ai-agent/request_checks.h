@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "aichat/agent/v1/agent.pb.h"
 #include "common/auth.h"
+#include "services/ai-agent/agent_store.h"
 
 namespace aichat::agent {
 
@@ -66,5 +67,8 @@ absl::Status CheckProviderUrl(const std::string& field, std::string_view url,
 
 // INVALID_ARGUMENT naming the field for a configuration an admin must not save.
 absl::Status ValidateModelConfig(const v1::ModelConfig& m, const ProviderPolicy& policy = {});
+// The fallbacks of `m` against the models saved so far (`m` replacing its old self):
+// each exists and is enabled, and following fallbacks never comes back to a model.
+absl::Status CheckFallbacks(const v1::ModelConfig& m, const std::vector<ModelRecord>& saved);
 
 }  // namespace aichat::agent

@@ -202,7 +202,7 @@ absl::Status Turn::BuildContext(TurnContext ctx) {
           absl::StrCat("messages are too long for the context window of model ", model_.config.name,
                        " (about ", context_tokens_, " tokens; at most ", budget, ")"));
     }
-    return absl::OkStatus();
+    return Candidates();
   }
   const int64_t own = req_.regenerate ? 0 : EstimateTokens(req_.content) + 4;
   if (own > budget) {
@@ -246,6 +246,31 @@ absl::Status Turn::BuildContext(TurnContext ctx) {
   }
   if (!req_.regenerate) messages_.push_back({"user", req_.content});
   context_tokens_ = used;
+  return Candidates();
+}
+
+// The model and its fallbacks, in order, that can take this context: a fallback whose
+// window is too small for it, or whose answer limit is below the one asked, is left
+// out (a refused request is not passed to a model that would refuse it too).
+absl::Status Turn::Candidates() {
+  candidates_.push_back({model_, max_output_});
+  for (const std::string& name : model_.config.fallbacks) {
+    auto fb = deps_->models->Resolve(name, "");
+    if (!fb.ok()) continue;  // removed or disabled since: skipped
+    int32_t max_out = fb->config.max_output_tokens;
+    if (req_.max_output_tokens.has_value()) {
+      if (*req_.max_output_tokens > max_out) continue;
+      max_out = *req_.max_output_tokens;
+    }
+    if (context_tokens_ + max_out > fb->config.context_window) continue;
+    const ModelRecord& c = fb->config;
+    if ((!c.api_key_env.empty() && !IsProviderKeyVariable(c.api_key_env)) ||
+        (!c.base_url.empty() &&
+         !CheckProviderUrl("base_url", c.base_url, deps_->options.provider_policy).ok())) {
+      continue;
+    }
+    candidates_.push_back({*std::move(fb), max_out});
+  }
   return absl::OkStatus();
 }
 
@@ -284,7 +309,12 @@ void Turn::Claim(int64_t prompt_id) {
   // Worst case: the whole context at the input price plus every allowed answer token.
   ReserveRequest reserve;
   reserve.event_id = event_id_;
-  reserve.max_cost_nanos = CostNanos(context_tokens_, 0, max_output_, model_.prices);
+  // Sized for the most expensive model that may answer (a fallback may cost more).
+  reserve.max_cost_nanos = 0;
+  for (const auto& c : candidates_) {
+    reserve.max_cost_nanos = std::max(reserve.max_cost_nanos,
+                                      CostNanos(context_tokens_, 0, c.max_output, c.model.prices));
+  }
   // A service acting for a user carries no per-user rate in its token: the default.
   reserve.requests_per_minute = RequestsPerMinute();
   deps_->usage->Reserve(ClientCall(), reserve, [self](absl::StatusOr<ReserveDecision> d) {
@@ -411,29 +441,82 @@ void Turn::Stream() {
   started.set_user_message_id(facts_.user_message_id);
   started.set_model(facts_.model);
   sink_->OnStarted(started);
+  NextAttempt();
+}
 
+// The next deployment of the current candidate, else the next candidate (a fallback).
+// With nowhere left to go the turn ends with the last failure.
+void Turn::NextAttempt() {
+  const absl::Time now = absl::Now();
+  while (candidate_ < candidates_.size()) {
+    const ModelRecord& m = candidates_[candidate_].model.config;
+    std::optional<Route> route;
+    if (deps_->router != nullptr) {
+      route = deps_->router->Pick(m, tried_, now);
+    } else {
+      auto ds = Router::DeploymentsOf(m);
+      for (int i = 0; i < static_cast<int>(ds.size()) && !route; ++i) {
+        if (std::find(tried_.begin(), tried_.end(), i) == tried_.end())
+          route = Route{m.name, i, ds[i]};
+      }
+    }
+    if (route.has_value()) return StartProvider(*std::move(route));
+    ++candidate_;
+    tried_.clear();
+    if (candidate_ < candidates_.size() && deps_->metrics != nullptr) {
+      deps_->metrics->Fallback(candidates_[0].model.config.name,
+                               candidates_[candidate_].model.config.name);
+    }
+  }
+  if (!last_failure_.has_value()) {
+    LlmOutcome none;
+    none.status = absl::UnavailableError(absl::StrCat(
+        "no deployment of model ", facts_.model, " can be called now"));
+    none.kind = LlmErrorKind::kConnect;
+    last_failure_ = std::move(none);
+  }
+  Conclude(*std::move(last_failure_));
+}
+
+void Turn::StartProvider(Route route) {
+  const Candidate& c = candidates_[candidate_];
+  // The turn is priced by the model that answers.
+  facts_.model = c.model.config.name;
+  facts_.provider_model = c.model.config.provider_model;
+  facts_.prices = c.model.prices;
   CompletionRequest r;
-  r.base_url =
-      model_.config.base_url.empty() ? deps_->options.default_base_url : model_.config.base_url;
-  const std::string key_env =
-      model_.config.api_key_env.empty() ? std::string("OPENAI_API_KEY") : model_.config.api_key_env;
+  r.base_url = route.deployment.base_url.empty() ? deps_->options.default_base_url
+                                                 : route.deployment.base_url;
+  const std::string key_env = route.deployment.api_key_env.empty() ? std::string("OPENAI_API_KEY")
+                                                                   : route.deployment.api_key_env;
   if (deps_->options.api_key) {
     r.api_key = deps_->options.api_key(key_env);
   } else if (const char* k = std::getenv(key_env.c_str()); k != nullptr) {
     r.api_key = k;
   }
-  r.model = model_.config.provider_model;
-  r.messages = std::move(messages_);
-  r.max_output_tokens = max_output_;
-  r.use_max_tokens_param = model_.config.use_max_tokens_param;
+  r.model = route.deployment.provider_model;
+  // Another deployment or model may take the turn if this one fails before its first
+  // delta: then it needs the messages again. Otherwise they go for good.
+  const size_t deployments = Router::DeploymentsOf(c.model.config).size();
+  const bool alternatives = candidate_ + 1 < candidates_.size() || tried_.size() + 1 < deployments;
+  if (alternatives) {
+    r.messages = messages_;
+  } else {
+    r.messages = std::move(messages_);
+  }
+  r.max_output_tokens = c.max_output;
+  r.use_max_tokens_param = c.model.config.use_max_tokens_param;
   r.temperature =
-      req_.temperature.has_value() ? *req_.temperature : model_.config.default_temperature;
+      req_.temperature.has_value() ? *req_.temperature : c.model.config.default_temperature;
   r.stream = true;
   // Leave a moment before the caller's deadline to save what arrived.
   r.deadline =
       std::min(req_.deadline - absl::Milliseconds(100), started_at_ + deps_->options.total_timeout);
   r.stall_timeout = deps_->options.stall_timeout;
   r.retry = deps_->options.retry;
+  // With somewhere else to go, a failing deployment is left at once, not retried.
+  if (alternatives) r.retry.max_attempts = 1;
+  route_ = std::move(route);
   auto self = shared_from_this();
   auto call = deps_->llm->Start(
       std::move(r), [self](std::string_view text) { self->sink_->OnDelta(text); },
@@ -447,14 +530,76 @@ void Turn::Stream() {
   if (cancel_now) call->Cancel();
 }
 
+namespace {
+
+// What a call says of its deployment, and whether another may take the turn.
+CallResult Judge(const LlmOutcome& o, bool deadline_passed, bool* fail_over) {
+  *fail_over = false;
+  if (o.status.ok()) return CallResult::kOk;
+  // Only a call that consumed nothing may be passed on: not after a delta reached the
+  // client, nor after the provider accepted the request (it is charged as it is).
+  const bool before_first_delta = !o.delivered_any && o.http_status != 200;
+  switch (o.kind) {
+    case LlmErrorKind::kRateLimited:
+      *fail_over = before_first_delta;
+      return o.provider_error_code == "insufficient_quota" ? CallResult::kQuotaExhausted
+                                                           : CallResult::kRateLimited;
+    case LlmErrorKind::kServerError:
+    case LlmErrorKind::kConnect:
+    case LlmErrorKind::kTls:
+    case LlmErrorKind::kMalformed:
+    case LlmErrorKind::kTruncated:
+    case LlmErrorKind::kStalled:
+    case LlmErrorKind::kAuth:
+    case LlmErrorKind::kModelNotFound:
+      *fail_over = before_first_delta;
+      return CallResult::kFailed;
+    case LlmErrorKind::kTimeout:
+      if (deadline_passed) return CallResult::kNeutral;
+      *fail_over = before_first_delta;
+      return CallResult::kFailed;
+    default:  // a refused request (400), cancelled: nothing to learn, nowhere to go
+      return CallResult::kNeutral;
+  }
+}
+
+}  // namespace
+
 void Turn::OnProviderDone(LlmOutcome outcome) {
   {
     absl::MutexLock lock(&mu_);
     call_.reset();
   }
   const absl::Time now = absl::Now();
+  bool fail_over = false;
+  const bool deadline_passed = now >= req_.deadline - absl::Milliseconds(150);
+  const CallResult result = Judge(outcome, deadline_passed, &fail_over);
+  if (deps_->router != nullptr && route_.has_value()) {
+    deps_->router->Report(*route_, result, outcome.retry_after, now);
+  }
+  if (deps_->metrics != nullptr) {
+    deps_->metrics->LlmRequest(
+        facts_.model, outcome.status.ok() ? "ok" : std::string(LlmErrorKindName(outcome.kind)));
+  }
+  if (fail_over && !cancelled() && !deadline_passed) {
+    tried_.push_back(route_->index);
+    last_failure_ = std::move(outcome);
+    // Not on the LLM client's I/O thread: the next call starts from a worker.
+    deps_->workers->Submit([self = shared_from_this()] { self->NextAttempt(); });
+    return;
+  }
+  Conclude(std::move(outcome));
+}
+
+void Turn::Conclude(LlmOutcome outcome) {
+  const absl::Time now = absl::Now();
   ended_at_ = now;
   end_ = ConcludeTurn(facts_, outcome, now);
+  // Who answered (a fallback's name, real model and prices replace the first model's).
+  end_.outcome.model = facts_.model;
+  end_.outcome.provider_model = facts_.provider_model;
+  end_.outcome.prices = facts_.prices;
+  if (route_.has_value()) end_.outcome.deployment = route_->deployment.name;
   if (req_.stateless) {
     // No conversation keeps the answer; the prompt row does.
     end_.answer.reset();
@@ -467,7 +612,6 @@ void Turn::OnProviderDone(LlmOutcome outcome) {
   if (deps_->metrics != nullptr) {
     AgentMetrics& m = *deps_->metrics;
     const std::string& model = facts_.model;
-    m.LlmRequest(model, outcome.status.ok() ? "ok" : std::string(LlmErrorKindName(outcome.kind)));
     m.LlmDuration(model, absl::ToDoubleSeconds(outcome.duration));
     if (outcome.delivered_any) {
       m.TimeToFirstToken(model, absl::ToDoubleSeconds(outcome.time_to_first_token));

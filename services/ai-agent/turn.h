@@ -32,6 +32,7 @@
 #include "services/ai-agent/peers.h"
 #include "services/ai-agent/prompt_ids.h"
 #include "services/ai-agent/request_checks.h"
+#include "services/ai-agent/router.h"
 #include "services/ai-agent/running_turns.h"
 #include "services/ai-agent/turn_end.h"
 #include "services/ai-agent/turn_gate.h"
@@ -79,6 +80,7 @@ struct TurnDeps {
   PromptIds* prompt_ids = nullptr;
   RunningTurns* running = nullptr;
   TurnGate* gate = nullptr;         // may be null: no local memory of limits
+  Router* router = nullptr;         // may be null: deployments in order, no health kept
   AgentMetrics* metrics = nullptr;  // may be null
   std::string replica;              // this replica's lease name, the owner of its turns
   // A usage event committed to the outbox (entry id) and due for delivery now.
@@ -122,8 +124,12 @@ class Turn : public std::enable_shared_from_this<Turn> {
   void AfterRead();
   void Claim(int64_t prompt_id);
   void AfterClaim();
+  absl::Status Candidates();
   void Stream();
+  void NextAttempt();
+  void StartProvider(Route route);
   void OnProviderDone(LlmOutcome outcome);
+  void Conclude(LlmOutcome outcome);
   void Save();
   void SaveAnswer();
   void SaveOutcome();
@@ -161,6 +167,17 @@ class Turn : public std::enable_shared_from_this<Turn> {
   // What the read decided.
   ResolvedModel model_;
   int32_t max_output_ = 0;
+  // The model and its fallbacks that can take the turn, in order; where the current
+  // attempt goes; the deployments of the current candidate already tried.
+  struct Candidate {
+    ResolvedModel model;
+    int32_t max_output = 0;
+  };
+  std::vector<Candidate> candidates_;
+  size_t candidate_ = 0;
+  std::vector<int> tried_;
+  std::optional<Route> route_;
+  std::optional<LlmOutcome> last_failure_;
   std::vector<ChatMessage> messages_;  // handed to the provider
   int64_t context_tokens_ = 0;
   TurnFacts facts_;

@@ -77,6 +77,7 @@ void AgentSuite::SetUp() {
   deps_.usage = usage_peer_.get();
   deps_.prompt_ids = prompt_ids_.get();
   deps_.running = &running_;
+  deps_.router = &router_;
   deps_.metrics = metrics_.get();
   deps_.replica = "test-replica";
   deps_.publish = [this](int64_t id, UsageRecord r) { outbox_->Publish(id, std::move(r)); };

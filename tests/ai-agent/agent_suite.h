@@ -84,6 +84,7 @@ class AgentSuite : public ::testing::Test {
   std::unique_ptr<UsagePeer> usage_peer_;
   std::unique_ptr<PromptIds> prompt_ids_;
   RunningTurns running_;
+  Router router_;
   std::unique_ptr<AgentMetrics> metrics_;
   std::unique_ptr<OutboxPublisher> outbox_;
   TurnDeps deps_;
