@@ -634,6 +634,97 @@ TEST_F(AgentTurnTest, ModelsAreAdminManagedAndAliasesArePricedAsTheRealModel) {
       1000);
 }
 
+TEST_F(AgentTurnTest, WhenEveryDeploymentIsDownTheFallbackAnswersAndIsChargedItsOwnPrice) {
+  auto second = fakes::FakeLlmServer::Start({.tls = false});
+  ASSERT_TRUE(second.ok()) << second.status();
+  auto upsert = [&](v1::ModelConfig m) {
+    grpc::ClientContext ctx;
+    Authorize(ctx, AdminToken(99));
+    v1::UpsertModelRequest req;
+    *req.mutable_model() = std::move(m);
+    v1::ModelConfig out;
+    return agent_->UpsertModel(&ctx, req, &out);
+  };
+  // "pricey": three times gpt-4o-mini's prices, served by the second provider.
+  v1::ModelConfig pricey;
+  pricey.set_name("pricey");
+  pricey.set_provider_model("pricey-model");
+  pricey.set_base_url((*second)->base_url());
+  pricey.set_input_price_micros_per_mtok(3 * kMini.input_micros_per_mtok);
+  pricey.set_cached_input_price_micros_per_mtok(3 * kMini.cached_input_micros_per_mtok);
+  pricey.set_output_price_micros_per_mtok(3 * kMini.output_micros_per_mtok);
+  pricey.set_context_window(128000);
+  pricey.set_max_output_tokens(1000);
+  pricey.set_enabled(true);
+  ASSERT_TRUE(upsert(pricey).ok());
+  // "duo": gpt-4o-mini on both providers, falling back to "pricey".
+  v1::ModelConfig duo = pricey;
+  duo.set_name("duo");
+  duo.set_provider_model("gpt-4o-mini");
+  duo.clear_base_url();
+  auto* a = duo.add_deployments();
+  a->set_name("tls");
+  a->set_base_url(fake_->base_url());
+  auto* b = duo.add_deployments();
+  b->set_name("plain");
+  b->set_base_url((*second)->base_url());
+  duo.add_fallbacks("missing");
+  auto bad = upsert(duo);
+  EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(bad.error_message().find("model.fallbacks[0]"), std::string::npos);
+  duo.set_fallbacks(0, "pricey");
+  ASSERT_TRUE(upsert(duo).ok());
+  // A cycle is refused: pricey -> duo -> pricey.
+  pricey.add_fallbacks("duo");
+  auto cycle = upsert(pricey);
+  EXPECT_EQ(cycle.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(cycle.error_message().find("cycle"), std::string::npos);
+
+  // Both deployments of duo answer 503; the second provider then answers for pricey.
+  fake_->Script({"status=503"});
+  (*second)->Script({"status=503", ""});
+  int64_t conv = NewConversation(1);
+  grpc::ClientContext ctx;
+  Authorize(ctx, UserToken(1));
+  v1::SendMessageRequest req;
+  req.set_conversation_id(conv);
+  req.set_content("hello world");
+  req.set_model("duo");
+  v1::TurnResult r;
+  auto st = agent_->SendMessage(&ctx, req, &r);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(r.model(), "pricey");
+  const Prices tripled{3 * kMini.input_micros_per_mtok, 3 * kMini.cached_input_micros_per_mtok,
+                       3 * kMini.output_micros_per_mtok};
+  EXPECT_EQ(r.cost_nanos(), CostNanos(9, 0, 8, tripled));
+  EXPECT_EQ(fake_->Requests().size(), 1u);
+  EXPECT_EQ((*second)->Requests().size(), 2u);
+  // The ledger charges what answered, to the nano, once.
+  EXPECT_EQ(Ledger(1), r.cost_nanos());
+  EXPECT_EQ(Count(*usage_pool_,
+                  "SELECT count(*) FROM usage_logs WHERE model = 'pricey' AND "
+                  "output_price_micros_per_mtok = $1",
+                  {int64_t{3 * kMini.output_micros_per_mtok}}),
+            1);
+  v1::Prompt p = GetPrompt(1, r.prompt_id());
+  EXPECT_EQ(p.model(), "pricey");
+  EXPECT_EQ(p.output_price_micros_per_mtok(), 3 * kMini.output_micros_per_mtok);
+  EXPECT_EQ(p.deployment(), "d1");
+  // Admins see each deployment with this replica's view of it.
+  grpc::ClientContext lctx;
+  Authorize(lctx, AdminToken(99));
+  v1::ListModelsResponse list;
+  ASSERT_TRUE(agent_->ListModels(&lctx, v1::ListModelsRequest(), &list).ok());
+  for (const auto& m : list.models()) {
+    if (m.name() != "duo") continue;
+    ASSERT_EQ(m.deployments_size(), 2);
+    EXPECT_EQ(m.deployments(0).state().circuit(), "closed");
+    EXPECT_EQ(m.deployments(0).state().consecutive_failures(), 1);
+    EXPECT_EQ(m.fallbacks(0), "pricey");
+  }
+  (*second)->Stop();
+}
+
 TEST_F(AgentTurnTest, TheApiKeyNeverReachesLogsOrDatabases) {
   testing::LogCapture logs;
   int64_t conv = NewConversation(1);

@@ -131,6 +131,7 @@ void FakeUsage::Reserve(const PeerCall& call, const ReserveRequest& r,
   absl::StatusOr<ReserveDecision> out;
   {
     absl::MutexLock lock(&mu_);
+    amounts_.push_back(r.max_cost_nanos);
     if (!reserve_error_.ok()) {
       out = reserve_error_;
     } else {
@@ -199,6 +200,11 @@ int64_t FakeUsage::reserved() {
 std::map<std::string, UsageRecord> FakeUsage::ledger() {
   absl::MutexLock lock(&mu_);
   return ledger_;
+}
+
+std::vector<int64_t> FakeUsage::reserved_amounts() {
+  absl::MutexLock lock(&mu_);
+  return amounts_;
 }
 
 int FakeUsage::releases() {
@@ -319,6 +325,12 @@ absl::StatusOr<int64_t> MemoryAgentStore::FinishPrompt(int64_t prompt_id, const 
   p.finish_reason = o.finish_reason;
   p.error = o.error;
   if (o.user_message_id > 0) p.user_message_id = o.user_message_id;
+  if (!o.model.empty()) {
+    p.model = o.model;
+    p.provider_model = o.provider_model;
+    p.prices = o.prices;
+  }
+  p.deployment = o.deployment;
   p.completed_at = absl::Now();
   if (!event.has_value()) return 0;
   int64_t id = next_outbox_++;
@@ -432,6 +444,11 @@ void ScriptedLlm::Push(LlmScript script) {
   scripts_.push_back(std::move(script));
 }
 
+std::map<std::string, int> ScriptedLlm::max_in_flight() {
+  absl::MutexLock lock(&mu_);
+  return max_in_flight_;
+}
+
 std::vector<CompletionRequest> ScriptedLlm::requests() {
   absl::MutexLock lock(&mu_);
   return requests_;
@@ -449,7 +466,10 @@ std::shared_ptr<LlmCall> ScriptedLlm::Start(CompletionRequest request,
     scripts_.pop_front();
   }
   requests_.push_back(request);
-  threads_.emplace_back([call, script, on_delta = std::move(on_delta),
+  const std::string url = request.base_url;
+  int now_in = ++in_flight_[url];
+  max_in_flight_[url] = std::max(max_in_flight_[url], now_in);
+  threads_.emplace_back([this, url, call, script, on_delta = std::move(on_delta),
                          on_done = std::move(on_done)] {
     const absl::Time start = absl::Now();
     LlmOutcome out;
@@ -477,6 +497,10 @@ std::shared_ptr<LlmCall> ScriptedLlm::Start(CompletionRequest request,
     }
     out.provider_model = "scripted";
     out.duration = absl::Now() - start;
+    {
+      absl::MutexLock lock(&mu_);
+      --in_flight_[url];
+    }
     on_done(std::move(out));
   });
   return call;

@@ -80,6 +80,7 @@ class FakeUsage final : public UsagePeer {
   int64_t reserved();                           // nanos held by active reservations
   std::map<std::string, UsageRecord> ledger();  // by event id
   int releases();
+  std::vector<int64_t> reserved_amounts();  // every Reserve's max_cost_nanos
 
  private:
   absl::Mutex mu_;
@@ -89,6 +90,7 @@ class FakeUsage final : public UsagePeer {
   std::map<int64_t, std::deque<absl::Time>> window_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, UsageRecord> ledger_ ABSL_GUARDED_BY(mu_);
   int releases_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<int64_t> amounts_ ABSL_GUARDED_BY(mu_);
 };
 
 class MemoryAgentStore final : public AgentStore {
@@ -160,9 +162,13 @@ class ScriptedLlm final : public LlmClient {
                                  std::function<void(std::string_view)> on_delta,
                                  std::function<void(LlmOutcome)> on_done) override;
   std::vector<CompletionRequest> requests();
+  // The most calls that were in flight at once, per base_url.
+  std::map<std::string, int> max_in_flight();
 
  private:
   absl::Mutex mu_;
+  std::map<std::string, int> in_flight_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int> max_in_flight_ ABSL_GUARDED_BY(mu_);
   std::deque<LlmScript> scripts_ ABSL_GUARDED_BY(mu_);
   std::vector<CompletionRequest> requests_ ABSL_GUARDED_BY(mu_);
   std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);

@@ -75,8 +75,21 @@ class Sink final : public TurnSink {
 class TurnTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    store_ = std::make_unique<MemoryAgentStore>(
-        std::vector<ModelRecord>{Model("m", 1000, 100, true), Model("tiny", 60, 20, false)});
+    // "routed" is served from two places and falls back to "pricey" (three times the
+    // price); "capped" sends at most 3 calls at once to its first deployment.
+    ModelRecord routed = Model("routed", 1000, 100, false);
+    routed.deployments = {{"east", "https://east.test/v1", "", "", 1, 0},
+                          {"west", "https://west.test/v1", "", "", 1, 0}};
+    routed.fallbacks = {"pricey"};
+    ModelRecord pricey = Model("pricey", 1000, 100, false);
+    pricey.base_url = "https://pricey.test/v1";
+    pricey.prices = {3 * kPrices.input_micros_per_mtok, 3 * kPrices.cached_input_micros_per_mtok,
+                     3 * kPrices.output_micros_per_mtok};
+    ModelRecord capped = Model("capped", 1000, 100, false);
+    capped.deployments = {{"small", "https://small.test/v1", "", "", 1, 3},
+                          {"big", "https://big.test/v1", "", "", 1, 0}};
+    store_ = std::make_unique<MemoryAgentStore>(std::vector<ModelRecord>{
+        Model("m", 1000, 100, true), Model("tiny", 60, 20, false), routed, pricey, capped});
     workers_ = std::make_unique<WorkerPool>(4);
     models_ = std::make_unique<ModelRegistry>(store_.get(), workers_.get(), absl::Hours(1));
     ASSERT_TRUE(models_->Load().ok());
@@ -90,6 +103,7 @@ class TurnTest : public ::testing::Test {
     deps_.prompt_ids = ids_.get();
     deps_.running = &running_;
     deps_.gate = &gate_;
+    deps_.router = &router_;
     deps_.replica = "replica-1";
     // The outbox, delivering at once: usage records it, the entry is deleted.
     deps_.publish = [this](int64_t id, UsageRecord r) {
@@ -160,6 +174,7 @@ class TurnTest : public ::testing::Test {
   ScriptedLlm llm_;
   RunningTurns running_;
   TurnGate gate_;
+  Router router_;
   std::unique_ptr<MemoryAgentStore> store_;
   std::unique_ptr<WorkerPool> workers_;
   std::unique_ptr<ModelRegistry> models_;
@@ -640,6 +655,113 @@ TEST_F(TurnTest, RegenerateWithoutAUserMessageIsRefused) {
   regen.regenerate = true;
   auto s = Run(regen);
   EXPECT_EQ(s->status_.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+LlmScript Unavailable503() {
+  return {.deltas = {},
+          .status = absl::UnavailableError("HTTP 503"),
+          .kind = LlmErrorKind::kServerError,
+          .http_status = 503,
+          .usage = {}};
+}
+
+TEST_F(TurnTest, AFailingDeploymentIsLeftForTheOtherBeforeTheFirstDelta) {
+  int64_t conv = conv_.Create(1, "routed");
+  llm_.Push(Unavailable503());
+  llm_.Push({.deltas = {"from the other one"}});
+  auto s = Run(Request(conv, "hello"));
+  ASSERT_TRUE(s->status_.ok()) << s->status_.error_message();
+  EXPECT_EQ(s->text_, "from the other one");
+  EXPECT_EQ(s->result_->model(), "routed");
+  EXPECT_EQ(s->result_->cost_nanos(), kCost);
+  Quiesce();
+  auto reqs = llm_.requests();
+  ASSERT_EQ(reqs.size(), 2u);
+  EXPECT_NE(reqs[0].base_url, reqs[1].base_url);
+  PromptRecord p = PromptOf(*s);
+  EXPECT_EQ(p.deployment, reqs[1].base_url == "https://east.test/v1" ? "east" : "west");
+  EXPECT_EQ(usage_.ledger().size(), 1u);
+  EXPECT_EQ(usage_.ledger().begin()->second.cost_nanos, kCost);
+}
+
+TEST_F(TurnTest, WhenEveryDeploymentFailsTheFallbackAnswersAtItsOwnPrice) {
+  int64_t conv = conv_.Create(1, "routed");
+  llm_.Push(Unavailable503());
+  llm_.Push(Unavailable503());
+  llm_.Push({.deltas = {"the fallback speaks"}});
+  auto s = Run(Request(conv, "hello"));
+  ASSERT_TRUE(s->status_.ok()) << s->status_.error_message();
+  EXPECT_EQ(s->result_->model(), "pricey");
+  EXPECT_EQ(s->result_->cost_nanos(), 3 * kCost);
+  Quiesce();
+  auto reqs = llm_.requests();
+  ASSERT_EQ(reqs.size(), 3u);
+  EXPECT_EQ(reqs[2].base_url, "https://pricey.test/v1");
+  PromptRecord p = PromptOf(*s);
+  EXPECT_EQ(p.model, "pricey");
+  EXPECT_EQ(p.prices.output_micros_per_mtok, 3 * kPrices.output_micros_per_mtok);
+  EXPECT_EQ(p.cost_nanos, 3 * kCost);
+  auto ledger = usage_.ledger();
+  ASSERT_EQ(ledger.size(), 1u);
+  EXPECT_EQ(ledger.begin()->second.model, "pricey");
+  EXPECT_EQ(ledger.begin()->second.cost_nanos, 3 * kCost);
+  // The reservation covered the dearest candidate.
+  auto amounts = usage_.reserved_amounts();
+  ASSERT_EQ(amounts.size(), 1u);
+  const Prices pricey{3 * kPrices.input_micros_per_mtok, 3 * kPrices.cached_input_micros_per_mtok,
+                      3 * kPrices.output_micros_per_mtok};
+  EXPECT_EQ(amounts[0], CostNanos(p.context_tokens, 0, 100, pricey));
+  EXPECT_EQ(usage_.reserved(), 0);
+}
+
+TEST_F(TurnTest, AStreamThatFailsAfterItsFirstDeltaIsNotTriedElsewhere) {
+  int64_t conv = conv_.Create(1, "routed");
+  llm_.Push({.deltas = {"half"},
+             .status = absl::UnavailableError("stream ended early"),
+             .kind = LlmErrorKind::kTruncated});
+  auto s = Run(Request(conv, "hello"));
+  EXPECT_EQ(s->status_.error_code(), grpc::StatusCode::UNAVAILABLE);
+  Quiesce();
+  EXPECT_EQ(llm_.requests().size(), 1u);
+  EXPECT_EQ(PromptOf(*s).status, PromptStatus::kFailed);
+}
+
+TEST_F(TurnTest, ARefusedRequestIsNotPassedOn) {
+  int64_t conv = conv_.Create(1, "routed");
+  llm_.Push({.deltas = {},
+             .status = absl::InvalidArgumentError("context_length_exceeded"),
+             .kind = LlmErrorKind::kContextTooLong,
+             .http_status = 400,
+             .usage = {}});
+  auto s = Run(Request(conv, "hello"));
+  EXPECT_EQ(s->status_.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  Quiesce();
+  EXPECT_EQ(llm_.requests().size(), 1u);
+}
+
+TEST_F(TurnTest, AConcurrencyCapHoldsUnderFiftyConcurrentTurns) {
+  constexpr int kTurns = 50;
+  std::vector<int64_t> convs;
+  for (int i = 0; i < kTurns; ++i) {
+    convs.push_back(conv_.Create(1, "capped"));
+    llm_.Push({.deltas = {"a", "b"}, .delta_gap = absl::Milliseconds(20)});
+  }
+  std::vector<std::unique_ptr<Sink>> sinks;
+  std::vector<std::shared_ptr<Turn>> turns;
+  for (int i = 0; i < kTurns; ++i) {
+    sinks.push_back(std::make_unique<Sink>());
+    turns.push_back(Turn::Start(&deps_, Request(convs[i], "go"), sinks.back().get()));
+  }
+  for (auto& s : sinks) {
+    ASSERT_TRUE(s->Wait());
+    EXPECT_TRUE(s->status_.ok()) << s->status_.error_message();
+  }
+  turns.clear();
+  Quiesce();
+  auto peaks = llm_.max_in_flight();
+  EXPECT_LE(peaks["https://small.test/v1"], 3);
+  EXPECT_GE(peaks["https://small.test/v1"], 1);
+  EXPECT_GT(peaks["https://big.test/v1"], 3);
 }
 
 TEST_F(TurnTest, AModelNamingAnotherSecretOrHostSendsNothing) {
