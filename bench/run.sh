@@ -19,7 +19,7 @@ RAMP="${BENCH_STREAM_RAMP:-90}"
 PGBENCH=/usr/lib/postgresql/15/bin/pgbench
 PORTKEY_DIR="${BENCH_PORTKEY_DIR:-/tmp/aichat-bench-portkey}"
 SCENARIOS=("$@")
-((${#SCENARIOS[@]})) || SCENARIOS=(overhead turns streams services portkey)
+((${#SCENARIOS[@]})) || SCENARIOS=(overhead turns streams services portkey failover)
 
 for b in "$BENCH_BIN" "$FAKE_BIN" "$BUILD/services/ai-agent/aichat-agent"; do
   [[ -x "$b" ]] || die "no $b: build first (cmake --build build)"
@@ -196,6 +196,69 @@ PY
   fake_start --instant
 }
 
+# ---------------------------------------------------------------- failover
+failover() {
+  log "scenario: failover between two deployments, one provider killed under load"
+  fake_start --instant
+  local port2 pid2
+  port2=$(free_port)
+  "$FAKE_BIN" --listen="127.0.0.1:$port2" --plain --instant >>"$AICHAT_STATE_DIR/fake-two.log" 2>&1 &
+  pid2=$!
+  wait_port "$port2" 20 || die "the second provider did not start"
+  # The default model on two deployments (the agent's model cache refreshes every 2 s).
+  psql_q -d aichat_agent -c "UPDATE ai_model_configs SET deployments = jsonb_build_array(
+      jsonb_build_object('name', 'one', 'base_url', 'http://127.0.0.1:$AICHAT_FAKE_LLM_PORT/v1'),
+      jsonb_build_object('name', 'two', 'base_url', 'http://127.0.0.1:$port2/v1'))
+    WHERE is_default" >/dev/null
+  sleep 3
+  "${DRV[@]}" --target=stream --concurrency=16 --duration=20 --warmup=2 "${BOUNDED[@]}" \
+    --conversations=4000 --label="streams over two deployments, one killed" \
+    --json_out="$RESULTS/failover.json" &
+  local drv=$!
+  # Kill it once it has taken its share of a few hundred turns.
+  for _ in $(seq 1 600); do
+    curl -s "$AGENT_METRICS" | awk '/^aichat_llm_deployment_requests_total\{deployment="two",.*result="ok"/ \
+      {if ($2 >= 300) found=1} END {exit !found}' && break
+    sleep 0.05
+  done
+  curl -s "$AGENT_METRICS" | grep '^aichat_llm_deployment_requests_total' \
+    >"$RESULTS/.failover-before.txt" || true
+  kill -9 "$pid2"
+  local t_kill t_open=""
+  t_kill=$(date +%s.%N)
+  # Until this replica's circuit for "two" is open: no turn is sent there any more.
+  for _ in $(seq 1 300); do
+    if curl -s "$AGENT_METRICS" |
+      grep -q 'aichat_llm_deployment_circuit_state{deployment="two",model="[^"]*"} 2'; then
+      t_open=$(date +%s.%N)
+      break
+    fi
+    sleep 0.05
+  done
+  wait "$drv" || true
+  curl -s "$AGENT_METRICS" | grep '^aichat_llm_deployment_requests_total' \
+    >"$RESULTS/.failover-metrics.txt" || true
+  psql_q -d aichat_agent -c "UPDATE ai_model_configs SET deployments = '[]' WHERE is_default" \
+    >/dev/null
+  /usr/bin/python3 - "$t_kill" "${t_open:-0}" "$RESULTS/.failover-metrics.txt" \
+    "$RESULTS/.failover-before.txt" >"$RESULTS/failover_result.json" <<'PY'
+import json, re, sys
+t_kill, t_open = float(sys.argv[1]), float(sys.argv[2])
+def calls(path):
+    by = {}
+    for line in open(path):
+        m = re.match(r'aichat_llm_deployment_requests_total\{(.*)\} (\S+)', line)
+        if m:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+            by["%s/%s" % (labels.get("deployment"), labels.get("result"))] = float(m.group(2))
+    return by
+print(json.dumps({"seconds_until_circuit_open": round(t_open - t_kill, 3) if t_open else None,
+                  "provider_calls_before_the_kill": calls(sys.argv[4]),
+                  "provider_calls_by_deployment_and_result": calls(sys.argv[3])}, indent=2))
+PY
+  load_note >"$RESULTS/failover_load.json"
+}
+
 # ---------------------------------------------------------------- per-service RPCs
 services() {
   log "scenario: per-service RPC throughput (32 callers each)"
@@ -244,7 +307,7 @@ portkey() {
 
 for s in "${SCENARIOS[@]}"; do
   case $s in
-    overhead | turns | streams | services | portkey) "$s" ;;
+    overhead | turns | streams | services | portkey | failover) "$s" ;;
     *) die "unknown scenario $s" ;;
   esac
 done

@@ -240,6 +240,23 @@ if pk_rows:
         targets.append((f"≥ 1.5× Portkey's relay throughput at {c} callers, persisting everything",
                         f"{ratio:.2f}×", "met" if ratio >= 1.5 else "missed"))
 
+# ---- failover
+f, fr = load("failover"), load("failover_result")
+if f and fr:
+    secs = fr.get("seconds_until_circuit_open")
+    calls = fr.get("provider_calls_by_deployment_and_result", {})
+    out += ["### Failover: two deployments, one provider killed under load", "",
+            "`aichat-bench --target=stream --concurrency=16` on the default model served by two "
+            "plain-HTTP fake providers (`deployments` set in the database); at 8 s the second "
+            "provider is killed with SIGKILL " + load_of("failover"), "",
+            "| measure | value |", "|---|---|",
+            f"| time from the kill until this replica's circuit for it is open (no turn is sent there) | {secs if secs is not None else 'not seen'} s |",
+            f"| turns OK / failed in the window | {f['ok']} / {f['errors']} {f['errors_by_code'] or ''} |",
+            f"| provider calls before the kill (the split) | {', '.join(f'{k} {v:.0f}' for k, v in sorted(fr.get('provider_calls_before_the_kill', {}).items()))} |",
+            f"| provider calls by deployment and result, whole run | {', '.join(f'{k} {v:.0f}' for k, v in sorted(calls.items()))} |", ""]
+    targets.append(("failover: no turn fails that had not streamed a delta",
+                    f"{f['errors']} failed", "met" if f["errors"] == 0 else "see the errors"))
+
 if targets:
     out += ["### Targets", "", "| target | measured | |", "|---|---|---|"]
     out += [f"| {a} | {b} | {c} |" for a, b, c in targets]

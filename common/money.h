@@ -6,6 +6,10 @@
 
 namespace aichat {
 
+// The largest price the ledger accepts (USD 10,000 per million tokens). The agent
+// refuses a model config above it, so no turn can produce an event usage refuses.
+inline constexpr int64_t kMaxPriceMicrosPerMtok = 10'000'000'000;
+
 struct Prices {
   int64_t input_micros_per_mtok = 0;
   int64_t cached_input_micros_per_mtok = 0;

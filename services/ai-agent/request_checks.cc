@@ -4,6 +4,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/money.h"
 #include "common/validate.h"
 
 namespace aichat::agent {
@@ -220,9 +221,16 @@ absl::Status ValidateModelConfig(const v1::ModelConfig& m, const ProviderPolicy&
           absl::StrCat("model.fallbacks[", i, "] names the model itself"));
     }
   }
-  if (m.input_price_micros_per_mtok() < 0 || m.cached_input_price_micros_per_mtok() < 0 ||
-      m.output_price_micros_per_mtok() < 0) {
-    return absl::InvalidArgumentError("model prices must not be negative");
+  for (auto [field, v] : {std::pair{"model.input_price_micros_per_mtok", m.input_price_micros_per_mtok()},
+                          std::pair{"model.cached_input_price_micros_per_mtok",
+                                    m.cached_input_price_micros_per_mtok()},
+                          std::pair{"model.output_price_micros_per_mtok",
+                                    m.output_price_micros_per_mtok()}}) {
+    // The same range the ledger accepts: a turn's usage event is never refused for it.
+    if (v < 0 || v > kMaxPriceMicrosPerMtok) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, " must be 0 to ", kMaxPriceMicrosPerMtok, " (USD 10,000 per 1M)"));
+    }
   }
   if (m.context_window() < 2) {
     return absl::InvalidArgumentError("model.context_window must be at least 2");

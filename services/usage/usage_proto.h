@@ -16,7 +16,6 @@ inline constexpr size_t kMaxEventIdBytes = 128;
 inline constexpr size_t kMaxModelBytes = 200;
 // Far above any real turn; keeps every sum of a month's ledger inside int64.
 inline constexpr int64_t kMaxTokens = 1'000'000'000;
-inline constexpr int64_t kMaxPriceMicrosPerMtok = 10'000'000'000;  // USD 10,000 per 1M tokens
 // How far an event's occurred_at may be ahead of our clock (clock skew between hosts).
 inline constexpr absl::Duration kMaxFutureSkew = absl::Minutes(5);
 

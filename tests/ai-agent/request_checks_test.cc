@@ -68,5 +68,23 @@ TEST(ValidateModelConfigTest, ASecretOfTheAgentCannotBeNamed) {
   EXPECT_FALSE(ValidateModelConfig(m, ProviderPolicy{.hosts = {"api.openai.com"}}).ok());
 }
 
+TEST(ValidateModelConfigTest, PricesStayInTheRangeTheLedgerAccepts) {
+  v1::ModelConfig m;
+  m.set_name("priced");
+  m.set_context_window(1000);
+  m.set_max_output_tokens(100);
+  m.set_default_temperature(1);
+  m.set_output_price_micros_per_mtok(kMaxPriceMicrosPerMtok);
+  EXPECT_TRUE(ValidateModelConfig(m).ok());
+  m.set_output_price_micros_per_mtok(kMaxPriceMicrosPerMtok + 1);
+  auto st = ValidateModelConfig(m);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(st.message()).find("model.output_price_micros_per_mtok"), std::string::npos);
+  m.set_output_price_micros_per_mtok(0);
+  m.set_input_price_micros_per_mtok(-1);
+  EXPECT_NE(std::string(ValidateModelConfig(m).message()).find("model.input_price"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace aichat::agent
