@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -793,8 +794,8 @@ TEST_F(Abuse, DeeplyNestedMessagesAreRefusedCleanly) {
 
 // --- slow and stuck clients ---
 
-int64_t AgentRssKb() {
-  std::ifstream pidf(Env("FAULTS_STATE_DIR") + "/run/ai-agent.pid");
+int64_t RssKb(const std::string& service) {
+  std::ifstream pidf(Env("FAULTS_STATE_DIR") + "/run/" + service + ".pid");
   int pid = 0;
   pidf >> pid;
   std::ifstream st("/proc/" + std::to_string(pid) + "/status");
@@ -804,6 +805,8 @@ int64_t AgentRssKb() {
   }
   return -1;
 }
+
+int64_t AgentRssKb() { return RssKb("ai-agent"); }
 
 bool QuickTurn(const Account& a, int64_t cid, int seconds) {
   Ctx ctx(a.token, 0, seconds);
@@ -875,6 +878,165 @@ TEST_F(Abuse, ClientThatNeverReadsHasBoundedMemory) {
   EXPECT_LT(peak - rss0, 64 * 1024) << "RSS grew by more than 64 MiB";
   for (auto& c : ctxs) c->TryCancel();
   for (auto& r : readers) (void)r->Finish();
+}
+
+// --- hardening: secrets, memory, idempotency waiters, login floods ---
+
+TEST_F(Abuse, AnAdminCannotSendAnotherSecretOrAKeyAnywhere) {
+  auto upsert = [&](const std::string& key_env, const std::string& url) {
+    Ctx ctx(admin_.token);
+    agent::UpsertModelRequest req;
+    auto* m = req.mutable_model();
+    m->set_name("exfil");
+    m->set_provider_model("gpt-4o-mini");
+    m->set_api_key_env(key_env);
+    m->set_base_url(url);
+    m->set_context_window(1000);
+    m->set_max_output_tokens(100);
+    m->set_enabled(true);
+    agent::ModelConfig out;
+    return agents_->UpsertModel(&ctx, req, &out);
+  };
+  for (const char* secret : {"AICHAT_SERVICE_TOKEN", "AICHAT_JWT_SIGNING_KEY", "DATABASE_URL"}) {
+    auto st = upsert(secret, "https://attacker.example/v1");
+    EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT) << secret;
+    EXPECT_NE(st.error_message().find("api_key_env"), std::string::npos) << st.error_message();
+  }
+  auto plain = upsert("OPENAI_API_KEY", "http://attacker.example/v1");
+  EXPECT_EQ(plain.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(plain.error_message().find("base_url"), std::string::npos);
+  // Users never see where keys go.
+  Account u = Make(Unique("models"), "models-Pa55word");
+  Ctx ctx(u.token);
+  agent::ListModelsResponse list;
+  ASSERT_TRUE(agents_->ListModels(&ctx, agent::ListModelsRequest(), &list).ok());
+  for (const auto& m : list.models()) {
+    EXPECT_TRUE(m.api_key_env().empty() && m.base_url().empty() && m.deployments().empty())
+        << m.name();
+  }
+}
+
+TEST_F(Abuse, LargeMessagesAreReadBackInBoundedPagesAndMemory) {
+  Account a = Make(Unique("big"), "big-Pa55word-1");
+  int64_t cid = NewConversation(a);
+  const std::string big(250 * 1024, 'x');
+  int appended = 0;
+  for (int i = 0; i < 20; ++i) {  // the per-user append burst
+    Ctx ctx(a.token);
+    conv::AppendMessageRequest req;
+    req.set_conversation_id(cid);
+    req.set_role(conv::MESSAGE_ROLE_USER);
+    req.set_content(big);
+    conv::Message m;
+    appended += convs_->AppendMessage(&ctx, req, &m).ok();
+  }
+  ASSERT_GE(appended, 10);
+  const int64_t rss0 = RssKb("conversation");
+  int64_t peak = rss0;
+  std::vector<std::thread> readers;
+  std::mutex mu;
+  int pages = 0, seen = 0;
+  bool over_budget = false;
+  for (int t = 0; t < 8; ++t) {
+    readers.emplace_back([&] {
+      for (int round = 0; round < 3; ++round) {
+        std::string token;
+        do {
+          Ctx ctx(a.token);
+          conv::ListMessagesRequest req;
+          req.set_conversation_id(cid);
+          req.set_page_size(500);
+          req.set_page_token(token);
+          conv::ListMessagesResponse resp;
+          if (!convs_->ListMessages(&ctx, req, &resp).ok()) return;
+          std::lock_guard<std::mutex> l(mu);
+          ++pages;
+          seen += resp.messages_size();
+          over_budget |= resp.ByteSizeLong() > (4u << 20);
+          token = resp.next_page_token();
+        } while (!token.empty());
+      }
+    });
+  }
+  for (int i = 0; i < 20; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    peak = std::max(peak, RssKb("conversation"));
+  }
+  for (auto& t : readers) t.join();
+  peak = std::max(peak, RssKb("conversation"));
+  std::cerr << "conversation RSS " << rss0 << " kB before, peak " << peak << " kB; " << pages
+            << " pages, " << seen << " messages read by 8 readers\n";
+  EXPECT_FALSE(over_budget);
+  EXPECT_EQ(seen, 8 * 3 * appended);  // every message once per pass, in bounded pages
+  EXPECT_LT(peak - rss0, 256 * 1024) << "RSS grew by more than 256 MiB";
+}
+
+TEST_F(Abuse, AFloodOfRetriesOnOneKeyWaitsBoundedAndCostsOneTurn) {
+  Account a = Make(Unique("waiters"), "waiters-Pa55word");
+  int64_t cid = NewConversation(a);
+  agent::SendMessageRequest req;
+  req.set_conversation_id(cid);
+  req.set_content("slow one [[fake:delay_ms=150]]");
+  req.set_idempotency_key("flood-key");
+  std::mutex mu;
+  std::map<StatusCode, int> codes;
+  std::vector<std::thread> calls;
+  for (int i = 0; i < 24; ++i) {
+    calls.emplace_back([&, i] {
+      if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(200));  // first one runs
+      Ctx ctx(a.token, 0, 30);
+      agent::TurnResult out;
+      auto st = agents_->SendMessage(&ctx, req, &out);
+      std::lock_guard<std::mutex> l(mu);
+      ++codes[st.error_code()];
+    });
+  }
+  for (auto& t : calls) t.join();
+  std::cerr << "24 calls on one key: OK " << codes[StatusCode::OK] << ", RESOURCE_EXHAUSTED "
+            << codes[StatusCode::RESOURCE_EXHAUSTED] << "\n";
+  EXPECT_GE(codes[StatusCode::OK], 5);                  // the turn and the waiters allowed
+  EXPECT_GE(codes[StatusCode::RESOURCE_EXHAUSTED], 1);  // the rest turned away at once
+  EXPECT_EQ(codes[StatusCode::OK] + codes[StatusCode::RESOURCE_EXHAUSTED], 24);
+  EXPECT_EQ(MessageCount(a, cid), 2);  // one turn: one question, one answer
+}
+
+TEST_F(Abuse, FailedLoginsAreThrottledPerAccount) {
+  const std::string email = Unique("login");
+  {
+    Ctx ctx("");
+    user::RegisterRequest req;
+    req.set_email(email);
+    req.set_password("login-Pa55word-right");
+    user::User u;
+    ASSERT_TRUE(users_->Register(&ctx, req, &u).ok());
+  }
+  int throttled = 0;
+  for (int i = 0; i < 12; ++i) {
+    Ctx ctx("");
+    user::LoginRequest req;
+    req.set_email(email);
+    req.set_password("wrong-password-" + std::to_string(i));
+    user::LoginResponse resp;
+    auto st = users_->Login(&ctx, req, &resp);
+    EXPECT_TRUE(st.error_code() == StatusCode::UNAUTHENTICATED ||
+                st.error_code() == StatusCode::RESOURCE_EXHAUSTED)
+        << st.error_message();
+    throttled += st.error_code() == StatusCode::RESOURCE_EXHAUSTED;
+  }
+  EXPECT_GE(throttled, 5) << "failed logins were never throttled";
+  // Even the right password waits out the backoff (no guessing through it)...
+  Ctx ctx("");
+  user::LoginRequest req;
+  req.set_email(email);
+  req.set_password("login-Pa55word-right");
+  user::LoginResponse resp;
+  EXPECT_EQ(users_->Login(&ctx, req, &resp).error_code(), StatusCode::RESOURCE_EXHAUSTED);
+  // ...while other accounts log in as usual.
+  Ctx other("");
+  user::LoginRequest oreq;
+  oreq.set_email(Env("FAULTS_ADMIN_EMAIL"));
+  oreq.set_password(Env("FAULTS_ADMIN_PASSWORD"));
+  EXPECT_TRUE(users_->Login(&other, oreq, &resp).ok());
 }
 
 }  // namespace
