@@ -79,15 +79,7 @@ void Janitor::FinishAbandoned(const PromptRecord& p) {
 // The answer is complete in the prompt row; the conversation is given it now
 // (idempotent on the prompt: an append that did happen is found, not repeated).
 void Janitor::SaveAbandonedAnswer(const PromptRecord& p) {
-  NewTurnMessage m;
-  m.conversation_id = p.conversation_id;
-  m.role = MessageRole::kAssistant;
-  m.content = p.response_text;
-  m.token_count = static_cast<int32_t>(std::clamp<int64_t>(
-      p.completion_tokens > 0 ? p.completion_tokens : EstimateTokens(p.response_text), 1,
-      INT32_MAX));
-  m.prompt_id = p.id;
-  if (p.status == PromptStatus::kCompleted) m.replaces_message_id = p.replaces_message_id;
+  NewTurnMessage m = StoredAnswer(p);
   PeerCall call{.user_id = p.user_id, .deadline = absl::Now() + deps_->options.peer_timeout};
   TurnDeps* deps = deps_;
   const int64_t prompt_id = p.id;

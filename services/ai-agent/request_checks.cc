@@ -221,11 +221,11 @@ absl::Status ValidateModelConfig(const v1::ModelConfig& m, const ProviderPolicy&
           absl::StrCat("model.fallbacks[", i, "] names the model itself"));
     }
   }
-  for (auto [field, v] : {std::pair{"model.input_price_micros_per_mtok", m.input_price_micros_per_mtok()},
-                          std::pair{"model.cached_input_price_micros_per_mtok",
-                                    m.cached_input_price_micros_per_mtok()},
-                          std::pair{"model.output_price_micros_per_mtok",
-                                    m.output_price_micros_per_mtok()}}) {
+  for (auto [field, v] :
+       {std::pair{"model.input_price_micros_per_mtok", m.input_price_micros_per_mtok()},
+        std::pair{"model.cached_input_price_micros_per_mtok",
+                  m.cached_input_price_micros_per_mtok()},
+        std::pair{"model.output_price_micros_per_mtok", m.output_price_micros_per_mtok()}}) {
     // The same range the ledger accepts: a turn's usage event is never refused for it.
     if (v < 0 || v > kMaxPriceMicrosPerMtok) {
       return absl::InvalidArgumentError(

@@ -470,8 +470,8 @@ void Turn::NextAttempt() {
   }
   if (!last_failure_.has_value()) {
     LlmOutcome none;
-    none.status = absl::UnavailableError(absl::StrCat(
-        "no deployment of model ", facts_.model, " can be called now"));
+    none.status = absl::UnavailableError(
+        absl::StrCat("no deployment of model ", facts_.model, " can be called now"));
     none.kind = LlmErrorKind::kConnect;
     last_failure_ = std::move(none);
   }
@@ -828,40 +828,17 @@ void Turn::ReplayAnswer(PromptRecord earlier) {
     started.set_model(earlier.model);
     self->sink_->OnStarted(started);
     if (!earlier.response_text.empty()) self->sink_->OnDelta(earlier.response_text);
-    TurnFacts f;
-    f.prompt_id = earlier.id;
-    f.user_message_id = earlier.user_message_id;
-    f.model = earlier.model;
-    f.provider_model = earlier.provider_model;
-    PromptOutcome po;
-    po.response_text = earlier.response_text;
-    po.prompt_tokens = earlier.prompt_tokens;
-    po.completion_tokens = earlier.completion_tokens;
-    po.cached_tokens = earlier.cached_tokens;
-    po.estimated = earlier.estimated;
-    po.cost_nanos = earlier.cost_nanos;
-    po.finish_reason = earlier.finish_reason;
-    po.latency_ms = earlier.latency_ms;
     v1::TurnResult result;
-    FillTurnResult(f, po, message_id, &result);
+    FillStoredResult(earlier, message_id, &result);
     self->Finish(absl::OkStatus(), &result);
   };
   if (!earlier.answer_pending || earlier.response_text.empty()) {
     return answer(earlier.response_message_id);
   }
-  NewTurnMessage m;
-  m.conversation_id = earlier.conversation_id;
-  m.role = MessageRole::kAssistant;
-  m.content = earlier.response_text;
-  m.token_count = static_cast<int32_t>(
-      std::clamp<int64_t>(earlier.completion_tokens > 0 ? earlier.completion_tokens
-                                                        : EstimateTokens(earlier.response_text),
-                          1, INT32_MAX));
-  m.prompt_id = earlier.id;
-  m.replaces_message_id = earlier.replaces_message_id;
   auto self = shared_from_this();
   deps_->conversation->Append(
-      SaveCall(), m, [self, answer, id = earlier.id](absl::StatusOr<int64_t> mid) {
+      SaveCall(), StoredAnswer(earlier),
+      [self, answer, id = earlier.id](absl::StatusOr<int64_t> mid) {
         if (!mid.ok()) {
           return self->Finish(
               absl::UnavailableError(

@@ -46,9 +46,7 @@ TurnEnd ConcludeTurn(const TurnFacts& f, const LlmOutcome& llm, absl::Time ended
     m.conversation_id = f.conversation_id;
     m.role = MessageRole::kAssistant;
     m.content = llm.content;
-    m.token_count = static_cast<int32_t>(std::clamp<int64_t>(
-        po.completion_tokens > 0 ? po.completion_tokens : EstimateTokens(llm.content), 1,
-        INT32_MAX));
+    m.token_count = AnswerTokens(po.completion_tokens, llm.content);
     m.prompt_id = f.prompt_id;
     // A partial answer never replaces the one a regeneration would have replaced.
     if (ok) m.replaces_message_id = f.replaces_message_id;
@@ -90,6 +88,40 @@ void FillTurnResult(const TurnFacts& f, const PromptOutcome& po, int64_t respons
   r->set_provider_model(f.provider_model);
   r->set_finish_reason(po.finish_reason);
   r->set_latency_ms(po.latency_ms);
+}
+
+int32_t AnswerTokens(int64_t completion_tokens, std::string_view text) {
+  return static_cast<int32_t>(std::clamp<int64_t>(
+      completion_tokens > 0 ? completion_tokens : EstimateTokens(text), 1, INT32_MAX));
+}
+
+NewTurnMessage StoredAnswer(const PromptRecord& p) {
+  NewTurnMessage m;
+  m.conversation_id = p.conversation_id;
+  m.role = MessageRole::kAssistant;
+  m.content = p.response_text;
+  m.token_count = AnswerTokens(p.completion_tokens, p.response_text);
+  m.prompt_id = p.id;
+  if (p.status == PromptStatus::kCompleted) m.replaces_message_id = p.replaces_message_id;
+  return m;
+}
+
+void FillStoredResult(const PromptRecord& p, int64_t message_id, v1::TurnResult* r) {
+  TurnFacts f;
+  f.prompt_id = p.id;
+  f.user_message_id = p.user_message_id;
+  f.model = p.model;
+  f.provider_model = p.provider_model;
+  PromptOutcome po;
+  po.response_text = p.response_text;
+  po.prompt_tokens = p.prompt_tokens;
+  po.completion_tokens = p.completion_tokens;
+  po.cached_tokens = p.cached_tokens;
+  po.estimated = p.estimated;
+  po.cost_nanos = p.cost_nanos;
+  po.finish_reason = p.finish_reason;
+  po.latency_ms = p.latency_ms;
+  FillTurnResult(f, po, message_id, r);
 }
 
 UsageRecord AbandonedCharge(const PromptRecord& p, absl::Time now) {

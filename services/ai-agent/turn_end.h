@@ -57,6 +57,17 @@ void FillUsage(const Prompt& p, v1::Usage* u) {
   u->set_estimated(p.estimated);
 }
 
+// The tokens an answer takes in a context: the provider's count, else an estimate.
+int32_t AnswerTokens(int64_t completion_tokens, std::string_view text);
+
+// A stored turn whose answer has not reached the conversation yet (a retry with its
+// key, or the janitor, writes it): the message to append, idempotent on the prompt.
+// A partial answer (a FAILED or CANCELLED turn) replaces nothing.
+NewTurnMessage StoredAnswer(const PromptRecord& p);
+
+// The client's result of a stored, completed turn, its answer saved as `message_id`.
+void FillStoredResult(const PromptRecord& p, int64_t message_id, v1::TurnResult* result);
+
 // The charge for a turn whose replica died before it finished: the prompt it sent
 // (its estimated input tokens) at the snapshotted price, flagged estimated.
 UsageRecord AbandonedCharge(const PromptRecord& prompt, absl::Time now);

@@ -725,6 +725,69 @@ TEST_F(AgentTurnTest, WhenEveryDeploymentIsDownTheFallbackAnswersAndIsChargedIts
   (*second)->Stop();
 }
 
+TEST_F(AgentTurnTest, TheTurnsOfAStoppedReplicaAreFinishedByAnother) {
+  int64_t conv = NewConversation(1);
+  ASSERT_TRUE(agent_store_->RenewLease("gone", absl::Minutes(1)).ok());
+  auto ids = agent_store_->ReservePromptIds(2);
+  ASSERT_TRUE(ids.ok());
+  auto prompt = [&](int64_t id) {
+    NewPrompt p;
+    p.id = id;
+    p.user_id = 1;
+    p.conversation_id = conv;
+    p.event_id = absl::StrCat("turn-gone-", id);
+    p.owner = "gone";
+    p.model = "gpt-4o-mini";
+    p.provider_model = "gpt-4o-mini";
+    p.prices = kMini;
+    p.context_window = 128000;
+    p.max_output_tokens = 100;
+    p.context_tokens = 1000;
+    return p;
+  };
+  // One was streaming when its replica died; one had its whole answer, not yet saved.
+  ASSERT_TRUE(agent_store_->InsertPrompt(prompt((*ids)[0])).ok());
+  ASSERT_TRUE(agent_store_->InsertPrompt(prompt((*ids)[1])).ok());
+  PromptOutcome done;
+  done.response_text = "an answer that was delivered";
+  done.answer_pending = true;
+  done.prompt_tokens = 1000;
+  done.completion_tokens = 5;
+  done.cost_nanos = CostNanos(1000, 0, 5, kMini);
+  ASSERT_TRUE(agent_store_->FinishPrompt((*ids)[1], done, std::nullopt, absl::Seconds(1)).ok());
+  // While its lease holds, nobody touches them.
+  auto none = janitor_->SweepOnce();
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(*none, 0);
+  ASSERT_TRUE(agent_store_->DropLease("gone").ok());
+  auto adopted = janitor_->SweepOnce();
+  ASSERT_TRUE(adopted.ok()) << adopted.status();
+  EXPECT_EQ(*adopted, 2);
+
+  // The running one: FAILED, charged its context as an estimate, once.
+  auto failed = agent_store_->GetPrompt(1, (*ids)[0]);
+  ASSERT_TRUE(failed.ok());
+  EXPECT_EQ(failed->status, PromptStatus::kFailed);
+  EXPECT_TRUE(failed->estimated);
+  EXPECT_EQ(failed->cost_nanos, CostNanos(1000, 0, 0, kMini));
+  EXPECT_EQ(Ledger(1), CostNanos(1000, 0, 0, kMini));
+  // The delivered one: its answer written to the conversation from the prompt row.
+  absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (absl::Now() < deadline && Messages(1, conv).empty()) absl::SleepFor(absl::Milliseconds(5));
+  (void)outbox_->PublishOnce();  // the bookkeeping: the answer is no longer pending
+  auto saved = agent_store_->GetPrompt(1, (*ids)[1]);
+  ASSERT_TRUE(saved.ok());
+  EXPECT_EQ(saved->status, PromptStatus::kCompleted);
+  EXPECT_FALSE(saved->answer_pending);
+  auto messages = Messages(1, conv);
+  ASSERT_EQ(messages.size(), 1u);
+  EXPECT_EQ(messages[0].content(), "an answer that was delivered");
+  EXPECT_EQ(messages[0].prompt_id(), (*ids)[1]);
+  EXPECT_EQ(saved->response_message_id, messages[0].id());
+  // Nothing is left for a second sweep.
+  EXPECT_EQ(*janitor_->SweepOnce(), 0);
+}
+
 TEST_F(AgentTurnTest, TheApiKeyNeverReachesLogsOrDatabases) {
   testing::LogCapture logs;
   int64_t conv = NewConversation(1);
