@@ -82,6 +82,11 @@ std::string StateNotes(const v1::DeploymentState& s) {
   return notes.empty() ? "" : absl::StrCat("  (", absl::StrJoin(notes, "; "), ")");
 }
 
+bool Quiet(const v1::DeploymentState& s) {
+  return (s.circuit().empty() || s.circuit() == "closed") && s.in_flight() == 0 &&
+         s.consecutive_failures() == 0 && s.cooldown_until().seconds() == 0;
+}
+
 }  // namespace
 
 absl::StatusOr<v1::Deployment> ParseDeploymentSpec(absl::string_view spec) {
@@ -247,7 +252,10 @@ std::string RoutingLines(const v1::ModelConfig& m) {
   }
   const bool implied = HasOnlyImpliedDeployment(m);
   std::string out;
-  for (int i = 0; i < m.deployments_size(); ++i) {
+  // A model on its own settings gets a line only when its state is worth a look, so that
+  // the usual listing of single-deployment models stays one line each.
+  const bool quiet = implied && Quiet(m.deployments(0).state());
+  for (int i = 0; i < m.deployments_size() && !quiet; ++i) {
     const v1::Deployment& d = m.deployments(i);
     std::string settings = implied ? "" : DeploymentSpec(d);
     if (settings.empty()) {

@@ -43,7 +43,9 @@ absl::Status ApplyRouting(const RoutingFlags& flags, agent::v1::ModelConfig* m);
 
 // Lines under a model in `aichat models` for admins, each starting with two spaces: one
 // per deployment (this replica's state when the listing has it, then its settings) and
-// the fallbacks when there are any. Empty when the listing shows no deployments (users).
+// the fallbacks when there are any. A model without deployments of its own gets a line for
+// its implied one only when that is not closed and idle. Empty when the listing shows no
+// deployments (users).
 std::string RoutingLines(const agent::v1::ModelConfig& m);
 
 }  // namespace aichat::cli

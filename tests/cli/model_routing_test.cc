@@ -240,9 +240,19 @@ TEST(RoutingLines, AdminsSeeStateSettingsAndFallbacks) {
             "  fallbacks  gpt-4o, gpt-4.1-mini\n");
 }
 
-TEST(RoutingLines, TheImpliedDeploymentIsTheModelsOwnSettings) {
-  EXPECT_EQ(RoutingLines(ListedWithoutDeployments()),
-            "  deployment d1           closed      0 in flight  (the model's own settings)\n");
+TEST(RoutingLines, AQuietImpliedDeploymentIsLeftOut) {
+  v1::ModelConfig m = ListedWithoutDeployments();
+  EXPECT_EQ(RoutingLines(m), "");
+  m.add_fallbacks("gpt-4o");
+  EXPECT_EQ(RoutingLines(m), "  fallbacks  gpt-4o\n");
+}
+
+TEST(RoutingLines, AnImpliedDeploymentInTroubleIsTheModelsOwnSettings) {
+  v1::ModelConfig m = ListedWithoutDeployments();
+  m.mutable_deployments(0)->mutable_state()->set_circuit("half_open");
+  m.mutable_deployments(0)->mutable_state()->set_in_flight(1);
+  EXPECT_EQ(RoutingLines(m),
+            "  deployment d1           half_open   1 in flight  (the model's own settings)\n");
 }
 
 }  // namespace
