@@ -1,5 +1,7 @@
-// `aichat models`: the enabled models and their prices; admin: `models set` (create or
-// change one; unspecified settings keep their current values) and `models delete`.
+// `aichat models`: the enabled models and their prices (admins also see each model's
+// deployments with this replica's view of their health, and its fallbacks); admin:
+// `models set` (create or change one; unspecified settings keep their current values) and
+// `models delete`.
 #include <iostream>
 
 #include "absl/strings/match.h"
@@ -8,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "aichat/agent/v1/agent.grpc.pb.h"
 #include "cli/commands.h"
+#include "cli/model_routing.h"
 
 namespace aichat::cli {
 namespace {
@@ -17,7 +20,10 @@ using agent::v1::AiAgentService;
 constexpr char kSetUsage[] =
     "aichat models set NAME [--provider-model M] [--input-price USD] [--output-price USD] "
     "[--cached-price USD] [--context TOKENS] [--max-output TOKENS] [--base-url URL] "
-    "[--api-key-env VAR] [--default] [--disabled]   (prices in USD per million tokens)";
+    "[--api-key-env VAR] [--default] [--disabled] [--deployment SPEC]... [--no-deployments] "
+    "[--fallback MODEL]... [--no-fallbacks]   (prices in USD per million tokens; SPEC: "
+    "key=value,... with keys name, url, key, model, weight, max, e.g. "
+    "name=east,url=https://east.example/v1,key=AICHAT_PROVIDER_KEY_EAST,weight=2,max=10)";
 
 std::string ModelLine(const agent::v1::ModelConfig& m) {
   return absl::StrFormat("%-20s %-22s %10s %10s %10s %9d %9d  %s%s", m.name(), m.provider_model(),
@@ -39,7 +45,9 @@ int List(Cli& cli, AiAgentService::Stub& stub, bool include_disabled) {
   std::string text =
       absl::StrFormat("%-20s %-22s %10s %10s %10s %9s %9s\n", "model", "provider model", "input/M",
                       "cached/M", "output/M", "context", "max out");
-  for (const auto& m : resp.models()) absl::StrAppend(&text, ModelLine(m), "\n");
+  for (const auto& m : resp.models()) {
+    absl::StrAppend(&text, ModelLine(m), "\n", RoutingLines(m));
+  }
   cli.Print(resp, text);
   return kOk;
 }
@@ -112,6 +120,19 @@ int Set(Cli& cli, AiAgentService::Stub& stub, Args args) {
   if (TakeInt(args, "max-output", &n, &bad)) m.set_max_output_tokens(n);
   if (TakeSwitch(args, "default")) m.set_is_default(true);
   m.set_enabled(!TakeSwitch(args, "disabled"));
+  RoutingFlags routing;
+  while (TakeFlag(args, "deployment", &v)) {
+    routing.deployments.push_back(v);
+  }
+  while (TakeFlag(args, "fallback", &v)) {
+    routing.fallbacks.push_back(v);
+  }
+  routing.no_deployments = TakeSwitch(args, "no-deployments");
+  routing.no_fallbacks = TakeSwitch(args, "no-fallbacks");
+  if (auto st = ApplyRouting(routing, &m); !st.ok()) {
+    std::cerr << "aichat: models set: " << st.message() << "\n";
+    bad = true;
+  }
   if (bad) return kInvalid;
   if (!args.empty()) return cli.Usage(kSetUsage);
   auto ctx = cli.Context(true);
@@ -121,7 +142,7 @@ int Set(Cli& cli, AiAgentService::Stub& stub, Args args) {
   agent::v1::ModelConfig resp;
   auto st = stub.UpsertModel(ctx.get(), req, &resp);
   if (!st.ok()) return cli.Fail("models set", st);
-  cli.Print(resp, ModelLine(resp));
+  cli.Print(resp, absl::StrCat(ModelLine(resp), "\n", RoutingLines(resp)));
   return kOk;
 }
 

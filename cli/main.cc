@@ -18,12 +18,16 @@ Chat:      chat [CONVERSATION] [--model M]    interactive; answers stream as the
            conversations [list | new [--title T] [--model M] [--system S] | show ID |
                           rename ID TITLE | delete ID]
 Usage:     usage [daily | models | budget] [--user USER_ID]   this calendar month (UTC)
-           models [list [--all]]              models and prices (USD per million tokens)
+           models [list [--all]]              models and prices (USD per million tokens); admins
+                                              also see deployments, their state and fallbacks
 Admin:     users [list | role USER_ID admin|user | rate USER_ID RPM]
            budget [show [USER_ID] | set USER_ID USD]          monthly; 0 removes the limit
            models set NAME [--provider-model M] [--input-price USD] [--output-price USD]
                   [--cached-price USD] [--context N] [--max-output N] [--base-url URL]
                   [--api-key-env VAR] [--default] [--disabled]
+                  [--deployment SPEC]... [--no-deployments] [--fallback MODEL]... [--no-fallbacks]
+                  SPEC: name=N,url=URL,key=VAR,model=M,weight=1..1000,max=CALLS (any subset;
+                  left out: the model's own); given deployments or fallbacks replace the old
            models delete NAME
 
 Global flags: --json (machine-readable output), --server HOST (all services on their default

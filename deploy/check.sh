@@ -14,7 +14,8 @@
 #   4. promtool check config, check rules and test rules;
 #   5. a real Prometheus scrapes the running suite (scripts/run.sh up --detach on free ports in
 #      a temporary state dir, built binaries only), a python client drives chat turns through
-#      the fake LLM provider, and every metric and query of the Grafana dashboard returns data.
+#      the fake LLM provider (as an admin, also a model whose one deployment is down, so that
+#      its turns fall back), and every metric and query of the Grafana dashboard returns data.
 # Prints "deploy: N passed, N failed"; exits non-zero if anything failed. AICHAT_DASHBOARD=FILE
 # checks another dashboard JSON (e.g. to see a renamed metric fail).
 set -euo pipefail
@@ -242,7 +243,9 @@ YAML
   fi
   echo "Prometheus on $url scrapes 4 of 4 targets"
   "$PY" "$DEPLOY/tools/drive_suite.py" "$AICHAT_ROOT/proto" "127.0.0.1:$USER_PORT" "127.0.0.1:$CONV_PORT" \
-    "127.0.0.1:$AGENT_PORT" "127.0.0.1:$USAGE_PORT" 3 || return 1
+    "127.0.0.1:$AGENT_PORT" "127.0.0.1:$USAGE_PORT" 3 \
+    --admin "$BUILD/services/user/aichat-user" "postgresql://postgres@127.0.0.1:$PG_PORT/aichat_user" ||
+    return 1
   "$PY" "$DEPLOY/tools/check_dashboard.py" "$url" "${AICHAT_DASHBOARD:-$DEPLOY/grafana/aichat.json}" 40
 }
 check "Prometheus scrapes the running suite; every dashboard metric and query has data" live

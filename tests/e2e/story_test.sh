@@ -5,7 +5,8 @@
 #   two users register and log in; Alice chats with history (the provider sees the earlier
 #   turns), regenerates, chats interactively in a pseudo-terminal (tmux) and cancels an answer
 #   with Ctrl-C; usage and budget views add up; Bob, made admin with `aichat-user set-role`,
-#   adds a model and sets Alice's budget, after which her next turn is refused (exit code 5)
+#   adds a model (and one with two deployments and a fallback, read back with their state)
+#   and sets Alice's budget, after which her next turn is refused (exit code 5)
 #   without reaching the provider; Bob cannot see Alice's conversation; `down` stops
 #   everything and a second `up` finds the same data.
 # Every wait polls with a deadline. Everything started is stopped on exit.
@@ -251,6 +252,36 @@ expect_rc 0 as alice --json models
 [[ $(json '[m["name"] for m in d["models"] if m["name"] == "e2e-mini"][0]' <<<"$OUT") == e2e-mini ]] ||
   fail "the new model is not listed: $OUT"
 expect_rc 0 as alice send --conversation "$CONV" --model e2e-mini "on the new model"
+# Two deployments (both on the run's provider) and a fallback; admins read them back with
+# their state, users see the model only.
+expect_rc 0 as bob models set e2e-routed --provider-model gpt-4o-mini --input-price 0.15 \
+  --output-price 0.6 --context 8000 --max-output 500 --deployment name=east,weight=2,max=4 \
+  --deployment name=west,model=gpt-4o-mini --fallback e2e-mini
+expect_rc 0 as bob --json models
+python3 - "$OUT" <<'PY' || fail "deployments and fallbacks not read back: $OUT"
+import json, sys
+m = [m for m in json.loads(sys.argv[1])["models"] if m["name"] == "e2e-routed"][0]
+ds = m["deployments"]
+assert [(d["name"], d.get("weight"), d.get("max_concurrency")) for d in ds] == [
+    ("east", 2, 4), ("west", 1, None)], ds
+assert ds[1]["provider_model"] == "gpt-4o-mini", ds
+assert all(d["state"]["circuit"] == "closed" for d in ds), ds
+assert m["fallbacks"] == ["e2e-mini"], m
+PY
+expect_rc 0 as bob models
+grep -qE '^  deployment east +closed +0 in flight  name=east,weight=2,max=4$' <<<"$OUT" ||
+  fail "admin listing: $OUT"
+grep -q '^  fallbacks  e2e-mini$' <<<"$OUT" || fail "admin listing, fallbacks: $OUT"
+expect_rc 0 as alice models
+grep -q "e2e-routed" <<<"$OUT" || fail "users do not see the model: $OUT"
+grep -q "deployment" <<<"$OUT" && fail "users see deployments: $OUT"
+expect_rc 0 as alice --json send --conversation "$CONV" --model e2e-routed "on two deployments"
+[[ $(json 'd["turn"]["model"]' <<<"$OUT") == e2e-routed ]] || fail "routed turn: $OUT"
+expect_rc 7 as bob models set e2e-routed --deployment name=east,weight=0
+grep -q -- "--deployment name=east,weight=0: weight must be" <<<"$ERR" || fail "parse error: $ERR"
+expect_rc 0 as bob --json models set e2e-routed --no-deployments --no-fallbacks
+[[ $(json 'len(d.get("deployments", [])) + len(d.get("fallbacks", []))' <<<"$OUT") == 0 ]] ||
+  fail "--no-deployments --no-fallbacks: $OUT"
 expect_rc 7 as bob budget set "$ALICE_ID" 0.0000000001
 expect_rc 0 as bob --json budget set "$ALICE_ID" 0.000001
 [[ $(json 'd["monthly_limit_nanos"]' <<<"$OUT") == 1000 ]] || fail "budget set: $OUT"
