@@ -209,6 +209,17 @@ absl::Status ValidateModelConfig(const v1::ModelConfig& m, const ProviderPolicy&
           absl::StrCat(f, ".max_concurrency must be 0 (no cap) to 1000000"));
     }
   }
+  absl::flat_hash_map<std::string, int> names;
+  for (int i = 0; i < m.deployments_size(); ++i) {
+    // Unnamed ones are d1, d2… by position; a name is a deployment's circuit and metrics.
+    std::string name =
+        m.deployments(i).name().empty() ? absl::StrCat("d", i + 1) : m.deployments(i).name();
+    if (!names.emplace(name, i).second) {
+      return absl::InvalidArgumentError(absl::StrCat("model.deployments[", i, "].name \"", name,
+                                                     "\" is already the name of deployments[",
+                                                     names[name], "]"));
+    }
+  }
   if (m.deployments_size() > 32) {
     return absl::InvalidArgumentError("model.deployments may hold at most 32 deployments");
   }

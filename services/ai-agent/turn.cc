@@ -577,10 +577,6 @@ void Turn::OnProviderDone(LlmOutcome outcome) {
   if (deps_->router != nullptr && route_.has_value()) {
     deps_->router->Report(*route_, result, outcome.retry_after, now);
   }
-  if (deps_->metrics != nullptr) {
-    deps_->metrics->LlmRequest(
-        facts_.model, outcome.status.ok() ? "ok" : std::string(LlmErrorKindName(outcome.kind)));
-  }
   if (fail_over && !cancelled() && !deadline_passed) {
     tried_.push_back(route_->index);
     last_failure_ = std::move(outcome);
@@ -612,6 +608,8 @@ void Turn::Conclude(LlmOutcome outcome) {
   if (deps_->metrics != nullptr) {
     AgentMetrics& m = *deps_->metrics;
     const std::string& model = facts_.model;
+    // Per turn, as it ended (each attempt is in aichat_llm_deployment_requests_total).
+    m.LlmRequest(model, outcome.status.ok() ? "ok" : std::string(LlmErrorKindName(outcome.kind)));
     m.LlmDuration(model, absl::ToDoubleSeconds(outcome.duration));
     if (outcome.delivered_any) {
       m.TimeToFirstToken(model, absl::ToDoubleSeconds(outcome.time_to_first_token));

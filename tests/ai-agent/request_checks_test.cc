@@ -68,6 +68,61 @@ TEST(ValidateModelConfigTest, ASecretOfTheAgentCannotBeNamed) {
   EXPECT_FALSE(ValidateModelConfig(m, ProviderPolicy{.hosts = {"api.openai.com"}}).ok());
 }
 
+TEST(ValidateModelConfigTest, DeploymentsAreCheckedFieldByField) {
+  v1::ModelConfig m;
+  m.set_name("routed");
+  m.set_context_window(1000);
+  m.set_max_output_tokens(100);
+  m.set_default_temperature(1);
+  m.add_deployments()->set_base_url("https://a.example/v1");
+  m.add_deployments()->set_name("d1");  // the first one's implied name
+  auto st = ValidateModelConfig(m);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(st.message()).find("model.deployments[1].name"), std::string::npos);
+  m.mutable_deployments(1)->set_name("west");
+  EXPECT_TRUE(ValidateModelConfig(m).ok());
+  m.mutable_deployments(1)->set_weight(1001);
+  EXPECT_NE(std::string(ValidateModelConfig(m).message()).find("model.deployments[1].weight"),
+            std::string::npos);
+  m.mutable_deployments(1)->set_weight(2);
+  m.mutable_deployments(0)->set_api_key_env("AICHAT_SERVICE_TOKEN");
+  EXPECT_NE(std::string(ValidateModelConfig(m).message()).find("model.deployments[0].api_key_env"),
+            std::string::npos);
+  m.mutable_deployments(0)->set_api_key_env("");
+  m.mutable_deployments(0)->set_base_url("http://attacker.example/v1");
+  EXPECT_NE(std::string(ValidateModelConfig(m).message()).find("model.deployments[0].base_url"),
+            std::string::npos);
+  m.mutable_deployments(0)->set_base_url("");
+  m.add_fallbacks("routed");
+  EXPECT_NE(std::string(ValidateModelConfig(m).message()).find("model.fallbacks[0]"),
+            std::string::npos);
+}
+
+TEST(CheckFallbacksTest, FallbacksExistAreEnabledAndNeverCycle) {
+  auto model = [](std::string name, std::vector<std::string> fallbacks, bool enabled = true) {
+    ModelRecord r;
+    r.name = std::move(name);
+    r.fallbacks = std::move(fallbacks);
+    r.enabled = enabled;
+    return r;
+  };
+  std::vector<ModelRecord> saved = {model("a", {}), model("b", {"c"}), model("c", {}),
+                                    model("off", {}, false)};
+  v1::ModelConfig m;
+  m.set_name("a");
+  m.add_fallbacks("b");
+  EXPECT_TRUE(CheckFallbacks(m, saved).ok());
+  m.add_fallbacks("nope");
+  EXPECT_NE(std::string(CheckFallbacks(m, saved).message()).find("model.fallbacks[1]"),
+            std::string::npos);
+  m.set_fallbacks(1, "off");
+  EXPECT_NE(std::string(CheckFallbacks(m, saved).message()).find("disabled"), std::string::npos);
+  // c -> a while a -> b -> c: a cycle through the saved models.
+  m.mutable_fallbacks()->RemoveLast();
+  saved[2].fallbacks = {"a"};
+  EXPECT_NE(std::string(CheckFallbacks(m, saved).message()).find("cycle"), std::string::npos);
+}
+
 TEST(ValidateModelConfigTest, PricesStayInTheRangeTheLedgerAccepts) {
   v1::ModelConfig m;
   m.set_name("priced");
@@ -79,7 +134,8 @@ TEST(ValidateModelConfigTest, PricesStayInTheRangeTheLedgerAccepts) {
   m.set_output_price_micros_per_mtok(kMaxPriceMicrosPerMtok + 1);
   auto st = ValidateModelConfig(m);
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(std::string(st.message()).find("model.output_price_micros_per_mtok"), std::string::npos);
+  EXPECT_NE(std::string(st.message()).find("model.output_price_micros_per_mtok"),
+            std::string::npos);
   m.set_output_price_micros_per_mtok(0);
   m.set_input_price_micros_per_mtok(-1);
   EXPECT_NE(std::string(ValidateModelConfig(m).message()).find("model.input_price"),
