@@ -27,6 +27,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -64,7 +65,23 @@ class ReplicaSuite(faults.Suite):
     """faults.Suite with two replicas of conversation, usage and ai-agent."""
 
     def __init__(self, build):
-        super().__init__(build)
+        # The second replicas sit one step above the first; ports drawn too close to the
+        # ephemeral range leave no step that fits, so then the suite draws its ports again.
+        for _ in range(20):
+            super().__init__(build)
+            step = self._find_step()
+            if step is not None:
+                break
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        else:
+            raise RuntimeError("no free ports for the second replicas")
+        self.step = step
+        e = self.env
+        e.update({"AICHAT_CONVERSATION_REPLICAS": "2", "AICHAT_USAGE_REPLICAS": "2",
+                  "AICHAT_AGENT_REPLICAS": "2", "AICHAT_REPLICA_PORT_STEP": str(step),
+                  "AICHAT_MAX_CONNECTION_AGE": "%ds" % AGE_S})
+
+    def _find_step(self):
         e = self.env
         self.mbase = int(e["AICHAT_METRICS_PORT_BASE"])
         self.base = {"conversation": (int(e["AICHAT_CONVERSATION_PORT"]), self.mbase + 1),
@@ -78,13 +95,8 @@ class ReplicaSuite(faults.Suite):
             step = random.randrange(100, 5000)
             second = [p + step for pair in self.base.values() for p in pair]
             if all(p < high and p not in taken and port_free("127.0.0.1", p) for p in second):
-                break
-        else:
-            raise RuntimeError("no free ports for the second replicas")
-        self.step = step
-        e.update({"AICHAT_CONVERSATION_REPLICAS": "2", "AICHAT_USAGE_REPLICAS": "2",
-                  "AICHAT_AGENT_REPLICAS": "2", "AICHAT_REPLICA_PORT_STEP": str(step),
-                  "AICHAT_MAX_CONNECTION_AGE": "%ds" % AGE_S})
+                return step
+        return None
 
     def grpc_addr(self, svc, k):
         return "127.0.0.1:%d" % (self.base[svc][0] + (k - 1) * self.step)
