@@ -8,7 +8,9 @@
 # State (PostgreSQL data, keys, logs) lives in $AICHAT_STATE_DIR (default: .state/ in the
 # project). Ports: AICHAT_PG_PORT (5433), AICHAT_USER_PORT (50051), AICHAT_CONVERSATION_PORT
 # (50052), AICHAT_AGENT_PORT (50053), AICHAT_USAGE_PORT (50054), AICHAT_METRICS_PORT_BASE
-# (9101: user, +1 conversation, +2 ai-agent, +3 usage), AICHAT_FAKE_LLM_PORT (8089).
+# (9101: user, +1 conversation, +2 ai-agent, +3 usage), AICHAT_FAKE_LLM_PORT (8089), and
+# AICHAT_HTTP_PORT for ai-agent's OpenAI-compatible HTTP API (8080 when the agent has its default
+# port; a copy on other ports serves HTTP only when given one, or AICHAT_HTTP_LISTEN).
 # AICHAT_NO_BUILD=1 skips the build; AICHAT_START_TIMEOUT (60) seconds for each process to listen.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -33,6 +35,18 @@ declare -A BIN=(
 declare -A DB=([user]=aichat_user [conversation]=aichat_conversation [ai-agent]=aichat_agent [usage]=aichat_usage)
 ORDER=(user conversation usage ai-agent)
 FAKE_PORT="${AICHAT_FAKE_LLM_PORT:-8089}"
+# ai-agent's HTTP API: AICHAT_HTTP_LISTEN as given (empty: off), else AICHAT_HTTP_PORT on
+# loopback; else 8080 for the default ports only, so that a second copy on chosen ports does
+# not fight the first one for 8080.
+if [[ -n "${AICHAT_HTTP_LISTEN+set}" ]]; then
+  HTTP_LISTEN="$AICHAT_HTTP_LISTEN"
+elif [[ -n "${AICHAT_HTTP_PORT:-}" ]]; then
+  HTTP_LISTEN="127.0.0.1:$AICHAT_HTTP_PORT"
+elif [[ "${PORT[ai-agent]}" == 50053 ]]; then
+  HTTP_LISTEN="127.0.0.1:8080"
+else
+  HTTP_LISTEN=""
+fi
 FAKE_BIN="$BUILD/tests/fakes/aichat-fake-llm"
 # Seconds each process may take to start listening (a loaded 2-core CI machine is slow).
 START_TIMEOUT="${AICHAT_START_TIMEOUT:-60}"
@@ -164,6 +178,7 @@ start_service() {
     export AICHAT_CONVERSATION_ADDR="127.0.0.1:${PORT[conversation]}"
     export AICHAT_USAGE_ADDR="127.0.0.1:${PORT[usage]}"
     export AICHAT_AGENT_ADDR="127.0.0.1:${PORT[ai-agent]}"
+    export AICHAT_HTTP_LISTEN="$HTTP_LISTEN"
     # Each secret only where it is needed: the signing key to user, the service token and
     # the provider key to ai-agent.
     [[ $svc == user ]] || unset AICHAT_JWT_SIGNING_KEY
@@ -172,6 +187,10 @@ start_service() {
   ) &
   echo $! >"$(pidfile "$svc")"
   wait_port "${PORT[$svc]}" "$START_TIMEOUT" || die "$svc did not start; see $STATE/logs/$svc.log"
+  if [[ $svc == ai-agent && -n "$HTTP_LISTEN" ]]; then
+    wait_port "${HTTP_LISTEN##*:}" "$START_TIMEOUT" ||
+      die "ai-agent's HTTP API did not start on $HTTP_LISTEN; see $STATE/logs/$svc.log"
+  fi
 }
 
 down() {
@@ -200,7 +219,10 @@ status() {
           where="$(cat "$STATE/run/llm")"
           [[ $state == running ]] || { svc=llm; state=external; }
         fi ;;
-      *) running "$svc" && state=running; where="127.0.0.1:${PORT[$svc]} (metrics :${MPORT[$svc]})" ;;
+      *) running "$svc" && state=running; where="127.0.0.1:${PORT[$svc]} (metrics :${MPORT[$svc]})"
+        if [[ $svc == ai-agent && -n "$HTTP_LISTEN" ]]; then
+          where+=", OpenAI-compatible HTTP http://$HTTP_LISTEN/v1"
+        fi ;;
     esac
     printf '  %-13s %-8s %s\n' "$svc" "$state" "$where"
   done
@@ -235,6 +257,8 @@ $(status)
 Try it (the CLI is $BUILD/cli/aichat):
 $(cli_env)
   aichat register you@example.com "Your Name"   # then: aichat login you@example.com; aichat chat
+OpenAI-compatible HTTP API${HTTP_LISTEN:+ (http://$HTTP_LISTEN/v1)}: \`aichat keys create NAME\`, then any
+OpenAI SDK with that key as its API key and that base URL (README, "The OpenAI-compatible HTTP API").
 First admin:
   DATABASE_URL=postgresql://postgres@127.0.0.1:$PG_PORT/aichat_user \\
     $BUILD/services/user/aichat-user set-role you@example.com admin
