@@ -616,7 +616,7 @@ void Session::Record(const std::string& method, const Exchange::LogFacts& facts,
         .Increment();
     m->duration.Add({{"method", label}, {"route", facts.route}}, LatencyBuckets()).Observe(seconds);
   }
-  if (facts.route == "/healthz") return;  // polled constantly
+  if (facts.route == "/healthz" || facts.route == "/readyz") return;  // polled constantly
   LogInfo("request", {{"protocol", "http"},
                       {"method", MethodLabel(method)},
                       {"route", facts.route},

@@ -194,9 +194,12 @@ OpenAiApi::OpenAiApi(TurnDeps* deps, HttpAuthenticator* auth, OpenAiApiOptions o
 OpenAiApi::~OpenAiApi() = default;
 
 void OpenAiApi::Handle(HttpRequest request, std::shared_ptr<HttpExchange> exchange) {
-  if (request.path == "/healthz" && (request.method == "GET" || request.method == "HEAD")) {
-    exchange->SetRoute("/healthz");
-    const bool up = serving_.load();
+  // Probes, without authentication: /healthz while the listener answers (liveness),
+  // /readyz until SIGTERM (readiness: the pod leaves the endpoints while it drains).
+  if ((request.path == "/healthz" || request.path == "/readyz") &&
+      (request.method == "GET" || request.method == "HEAD")) {
+    exchange->SetRoute(request.path);
+    const bool up = request.path == "/healthz" || serving_.load();
     return ReplyJson(*exchange, up ? 200 : 503,
                      up ? R"({"status":"SERVING"})" : R"({"status":"NOT_SERVING"})");
   }

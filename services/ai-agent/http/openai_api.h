@@ -12,7 +12,8 @@
 //   GET    /v1/conversations/{id}/items
 //   POST   /v1/responses                        Responses in a conversation (given, or
 //   GET    /v1/responses/{id}                   by previous_response_id, or a new one)
-//   GET    /healthz                             no authentication; 503 once draining
+//   GET    /healthz, /readyz                    probes, no authentication; /readyz
+//                                               answers 503 from SIGTERM on
 //
 // Every handler answers through an HttpExchange and never blocks the listener's
 // thread: store reads run on the worker pool, peer calls and turns are asynchronous.
@@ -47,7 +48,7 @@ class OpenAiApi {
   ~OpenAiApi();
 
   void Handle(HttpRequest request, std::shared_ptr<HttpExchange> exchange);
-  // /healthz answers 503 from now on (SIGTERM).
+  // /readyz answers 503 from now on (SIGTERM).
   void StopServing() { serving_.store(false); }
 
   struct Call;  // one request being answered (api_internal.h)
