@@ -30,6 +30,8 @@ void HttpTurn::Start(TurnRequest request) {
 }
 
 void HttpTurn::Run(TurnRequest request) {
+  // A turn refused at once calls OnFinished before Start returns, which lets go of self_.
+  std::shared_ptr<HttpTurn> hold = shared_from_this();
   request.idempotency_key = key_.key;
   if (key_.automatic && !restarted_) retry_copy_ = request;
   auto turn = Turn::Start(call_->deps, std::move(request), this);
