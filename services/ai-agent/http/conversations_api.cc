@@ -85,8 +85,9 @@ void WalkMessages(std::shared_ptr<ApiCall> call, int64_t conversation_id, ListIt
           start = static_cast<size_t>(it - all.begin()) + 1;
         }
         const size_t end = std::min(all.size(), start + static_cast<size_t>(query.limit));
-        std::vector<ItemFacts> out(std::make_move_iterator(all.begin() + start),
-                                   std::make_move_iterator(all.begin() + end));
+        std::vector<ItemFacts> out(
+            std::make_move_iterator(all.begin() + static_cast<ptrdiff_t>(start)),
+            std::make_move_iterator(all.begin() + static_cast<ptrdiff_t>(end)));
         ReplyJson(*call->exchange, 200, ItemListJson(out, end < all.size()));
       });
 }

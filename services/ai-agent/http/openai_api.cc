@@ -210,7 +210,7 @@ void OpenAiApi::Handle(HttpRequest request, std::shared_ptr<HttpExchange> exchan
     auto m = Match(r.pattern, request.path);
     if (!m.has_value()) continue;
     if (request.method != r.method) {
-      allowed.push_back(r.method);
+      allowed.emplace_back(r.method);
       continue;
     }
     found = &r;

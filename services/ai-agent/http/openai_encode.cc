@@ -287,7 +287,7 @@ std::string ItemListJson(const std::vector<ItemFacts>& items, bool has_more) {
 
 std::string ResponseJson(const ResponseFacts& r) { return json::serialize(ResponseObject(r)); }
 
-std::string ResponseEventWriter::Event(std::string_view type, std::string fields) {
+std::string ResponseEventWriter::Event(std::string_view type, const std::string& fields) {
   std::string out = absl::StrCat("event: ", Av(type), "\ndata: {\"type\":", Quoted(type),
                                  ",\"sequence_number\":", sequence_++);
   if (!fields.empty()) absl::StrAppend(&out, ",", fields);
@@ -318,7 +318,7 @@ void ResponseEventWriter::AppendDelta(std::string_view text, std::string* out) {
                                     ",\"output_index\":0,\"content_index\":0,\"delta\":");
   AppendQuoted(text, &fields);
   fields.append(",\"logprobs\":[]");
-  out->append(Event("response.output_text.delta", std::move(fields)));
+  out->append(Event("response.output_text.delta", fields));
 }
 
 std::string ResponseEventWriter::Complete(const ResponseFacts& final_facts) {

@@ -26,7 +26,7 @@ struct RequestError {
 inline constexpr int kMaxJsonDepth = 32;
 inline constexpr size_t kMaxInputMessages = 2048;
 inline constexpr size_t kMaxTitleBytes = 800;  // 200 characters of 4 bytes at most
-inline constexpr size_t kMaxSystemPromptBytes = 32 * 1024;
+inline constexpr size_t kMaxSystemPromptBytes = size_t{32} * 1024;
 
 // One chat message of a request: role "system", "developer", "user" or "assistant"
 // and its text (text parts joined).
@@ -197,7 +197,7 @@ class ResponseEventWriter {
   std::string Fail(std::string_view code, std::string_view message);
 
  private:
-  std::string Event(std::string_view type, std::string json_without_braces);
+  std::string Event(std::string_view type, const std::string& fields);  // fields: JSON members
   ResponseFacts facts_;
   int64_t sequence_ = 0;
   std::string text_;
