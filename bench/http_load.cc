@@ -24,12 +24,15 @@ struct Shared {
   const std::function<bool()>* keep_going;
   const std::function<void(const HttpResult&)>* report;
   std::string request_bytes;  // serialized once; every request is the same
+  // With per-request headers: request_bytes cut before the blank line that ends the headers.
+  std::string head;
+  std::string rest;  // "\r\n" + the body
 };
 
 // Counts SSE events ("data:" at a line start) across read boundaries.
 struct EventScanner {
   char prev = '\n';
-  int matched = 0;  // chars of "data:" matched at a line start
+  int matched = 0;   // chars of "data:" matched at a line start
   std::string tail;  // last bytes, to find "[DONE]" across reads
   template <typename F>
   void Feed(std::string_view s, F&& on_event) {
@@ -73,7 +76,12 @@ asio::awaitable<void> Caller(std::shared_ptr<Shared> sh) {
         sock->set_option(tcp::no_delay(true));
         buf.clear();
       }
-      co_await asio::async_write(*sock, asio::buffer(sh->request_bytes), asio::use_awaitable);
+      if (t.per_request_headers) {
+        std::string bytes = sh->head + t.per_request_headers() + sh->rest;
+        co_await asio::async_write(*sock, asio::buffer(bytes), asio::use_awaitable);
+      } else {
+        co_await asio::async_write(*sock, asio::buffer(sh->request_bytes), asio::use_awaitable);
+      }
       http::response_parser<http::buffer_body> p;
       p.body_limit(boost::none);
       co_await http::async_read_header(*sock, buf, p, asio::use_awaitable);
@@ -82,8 +90,8 @@ asio::awaitable<void> Caller(std::shared_ptr<Shared> sh) {
       while (!p.is_done()) {
         p.get().body().data = body.data();
         p.get().body().size = body.size();
-        auto [ec, n] = co_await http::async_read(*sock, buf, p,
-                                                 asio::as_tuple(asio::use_awaitable));
+        auto [ec, n] =
+            co_await http::async_read(*sock, buf, p, asio::as_tuple(asio::use_awaitable));
         if (ec == http::error::need_buffer) ec = {};
         if (ec) throw boost::system::system_error(ec);
         size_t got = body.size() - p.get().body().size;
@@ -96,8 +104,11 @@ asio::awaitable<void> Caller(std::shared_ptr<Shared> sh) {
       r.done_marker = scan.tail.find("[DONE]") != std::string::npos || r.event_s.empty();
       reuse = p.get().keep_alive();
     } catch (const std::exception& e) {
-      if (r.http_status == 0) r.error = e.what();
-      else r.done_marker = false;
+      if (r.http_status == 0) {
+        r.error = e.what();
+      } else {
+        r.done_marker = false;
+      }
     }
     r.end_s = (*sh->now)();
     if (!reuse && sock) {
@@ -118,8 +129,7 @@ asio::awaitable<void> Caller(std::shared_ptr<Shared> sh) {
 }  // namespace
 
 void RunHttpClosedLoop(const HttpLoadTarget& target, int connections, int io_threads,
-                       const std::function<double()>& now,
-                       const std::function<bool()>& keep_going,
+                       const std::function<double()>& now, const std::function<bool()>& keep_going,
                        const std::function<void(const HttpResult&)>& report) {
   auto sh = std::make_shared<Shared>();
   sh->target = &target;
@@ -137,6 +147,9 @@ void RunHttpClosedLoop(const HttpLoadTarget& target, int connections, int io_thr
   std::ostringstream os;
   os << req;
   sh->request_bytes = os.str();
+  const size_t end = sh->request_bytes.find("\r\n\r\n") + 2;
+  sh->head = sh->request_bytes.substr(0, end);
+  sh->rest = sh->request_bytes.substr(end);
 
   io_threads = std::max(1, io_threads);
   std::vector<std::unique_ptr<asio::io_context>> ios;

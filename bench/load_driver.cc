@@ -81,6 +81,10 @@ http target:
   --http_url=http://127.0.0.1:PORT/v1/chat/completions
   --http_header=NAME:VALUE (repeatable)   --http_stream=true|false (default true)
   --http_model=NAME (default gpt-4o-mini) --io_threads=N (default 1)
+  --http_aichat=stateless|bound   aichat's OpenAI-compatible API: the setup above (a user,
+                           tokens minted from --keys_env, --users, --rpm), each request with
+                           its user's token; bound: each bound to one of --conversations
+                           (x-aichat-conversation-id), --turns_per_conversation as for stream
 output:
   --cpu=NAME:PID[+],...    CPU of these processes over the measured window (PID+ adds its
                            descendants and what they used, e.g. the postmaster), and the
@@ -635,6 +639,17 @@ int Main(int argc, char** argv) {
 
   Setup setup;
   double setup_s = 0;
+  const std::string http_aichat = Flag("http_aichat", "");
+  if (!http_aichat.empty() && http_aichat != "stateless" && http_aichat != "bound") {
+    Die("--http_aichat is stateless or bound");
+  }
+  if (target == "http" && !http_aichat.empty()) {
+    // The same setup as the gRPC targets: bound requests need the conversations.
+    int nconv = static_cast<int>(FlagD("conversations", concurrency));
+    double t = Now();
+    DoSetup(setup, http_aichat == "bound" ? "stream" : "http", std::max(1, nconv));
+    setup_s = Now() - t;
+  }
   if (target != "http") {
     int nconv = static_cast<int>(FlagD("conversations", mode == "open" ? 64 : concurrency));
     double t = Now();
@@ -691,6 +706,27 @@ int Main(int argc, char** argv) {
         JsonEscape(Flag("content", "hello from the load driver")), "\"}],",
         "\"max_completion_tokens\":4096,\"temperature\":1,\"stream\":", stream ? "true" : "false",
         stream ? ",\"stream_options\":{\"include_usage\":true}" : "", "}");
+    std::atomic<int64_t> turn_seq{0};
+    const int64_t turns_per_conversation = static_cast<int64_t>(FlagD("turns_per_conversation", 0));
+    if (!http_aichat.empty()) {
+      // Each request as the gRPC stream target sends it: the next conversation (bound)
+      // or user (stateless) in turn, with that user's token.
+      ht.per_request_headers = [&setup, &turn_seq, turns_per_conversation,
+                                bound = http_aichat == "bound"]() {
+        const int64_t seq = turn_seq.fetch_add(1);
+        if (!bound) {
+          return absl::StrCat("authorization: Bearer ", setup.TokenFor(static_cast<size_t>(seq)),
+                              "\r\n");
+        }
+        const size_t n = setup.conversations.size();
+        const size_t conv =
+            static_cast<size_t>((turns_per_conversation > 0 ? seq / turns_per_conversation : seq) %
+                                static_cast<int64_t>(n));
+        return absl::StrCat("authorization: Bearer ", setup.TokenFor(conv),
+                            "\r\nx-aichat-conversation-id: conv_", setup.conversations[conv],
+                            "\r\n");
+      };
+    }
     std::atomic<int64_t> n{0};
     RunHttpClosedLoop(
         ht, concurrency, static_cast<int>(FlagD("io_threads", 1)), Now,

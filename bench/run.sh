@@ -4,6 +4,8 @@
 # and regenerates the summary in bench/README.md. Always tears everything down.
 #   bench/run.sh                 all scenarios
 #   bench/run.sh overhead turns streams services portkey   a subset, in that order
+#   bench/run.sh http            the OpenAI-compatible HTTP path beside the gRPC path (not
+#                                part of the default set yet: its numbers are not final)
 # Knobs (environment): BENCH_DURATION (s, default 15), BENCH_CONCURRENCY (saturation and
 # gateway comparison, default 64), BENCH_STREAMS (10000), BENCH_STREAM_RAMP (s, 90),
 # BENCH_SERVICE_ENV (extra service settings, e.g. "AICHAT_WORKERS=32").
@@ -269,6 +271,51 @@ services() {
   load_note >"$RESULTS/services_load.json"
 }
 
+# ---------------------------------------------------------------- HTTP path beside gRPC
+# The same turn through the gRPC StreamMessage path and through the OpenAI-compatible HTTP
+# API, against the same instant provider, at 1 and $CONC callers: streamed chat completions
+# bound to conversations (the same work as StreamMessage: context read, both messages saved,
+# bounded contexts) and stateless ones (no conversation service at all), each request with its
+# user's token. The provider straight is the floor; overhead = path p50 - provider p50.
+http_path() {
+  log "scenario: the OpenAI-compatible HTTP path beside the gRPC path (1 and $CONC callers)"
+  fake_start --instant
+  local url="http://127.0.0.1:$AICHAT_HTTP_PORT/v1/chat/completions" c
+  for c in 1 "$CONC"; do
+    "${DRV[@]}" --target=http --http_url="$FAKE_URL" --concurrency="$c" --duration="$DUR" \
+      --warmup=2 --label="provider direct" --json_out="$RESULTS/http_direct_c$c.json"
+    "${DRV[@]}" --target=stream --concurrency="$c" --duration="$DUR" --warmup=3 "${BOUNDED[@]}" \
+      --conversations=$((c * 100 + 1000)) --cpu="$(cpu_spec)" \
+      --label="gRPC StreamMessage" --json_out="$RESULTS/http_grpc_c$c.json"
+    "${DRV[@]}" --target=http --http_aichat=bound --http_url="$url" --concurrency="$c" \
+      --duration="$DUR" --warmup=3 "${BOUNDED[@]}" --conversations=$((c * 100 + 1000)) \
+      --cpu="$(cpu_spec)" --label="HTTP chat completion in a conversation" \
+      --json_out="$RESULTS/http_bound_c$c.json"
+    "${DRV[@]}" --target=http --http_aichat=stateless --http_url="$url" --concurrency="$c" \
+      --duration="$DUR" --warmup=3 --users="$c" --cpu="$(cpu_spec)" \
+      --label="HTTP chat completion, stateless" --json_out="$RESULTS/http_stateless_c$c.json"
+  done
+  load_note >"$RESULTS/http_load.json"
+  /usr/bin/python3 - "$RESULTS" 1 "$CONC" <<'PY'
+import json, os, sys
+res, counts = sys.argv[1], sys.argv[2:]
+print("\n| callers | path | calls/s | p50 ms | p99 ms | first byte p50 ms | overhead p50 ms | agent CPU ms/call | errors |")
+print("|---|---|---|---|---|---|---|---|---|")
+for c in counts:
+    runs = [json.load(open(os.path.join(res, f"http_{k}_c{c}.json")))
+            for k in ("direct", "grpc", "bound", "stateless")]
+    floor = runs[0]["latency"]["p50_ms"]
+    for r in runs:
+        ok = max(r["ok"], 1)
+        cpu = r.get("cpu_ms", {}).get("agent")
+        over = "–" if r is runs[0] else "%.2f" % (r["latency"]["p50_ms"] - floor)
+        print("| %s | %s | %.0f | %.2f | %.2f | %.2f | %s | %s | %d |" % (
+            c, r["label"], r["throughput_per_s"], r["latency"]["p50_ms"], r["latency"]["p99_ms"],
+            r["first_delta"]["p50_ms"], over, "%.2f" % (cpu / ok) if cpu is not None else "–",
+            r["errors"]))
+PY
+}
+
 # ---------------------------------------------------------------- Portkey side by side
 portkey() {
   log "scenario: side by side with @portkey-ai/gateway 1.15.2 ($CONC callers)"
@@ -308,6 +355,7 @@ portkey() {
 for s in "${SCENARIOS[@]}"; do
   case $s in
     overhead | turns | streams | services | portkey | failover) "$s" ;;
+    http) http_path ;;
     *) die "unknown scenario $s" ;;
   esac
 done

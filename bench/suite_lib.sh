@@ -13,6 +13,7 @@ bench_ports() {
   export AICHAT_PG_PORT=$(free_port) AICHAT_USER_PORT=$(free_port)
   export AICHAT_CONVERSATION_PORT=$(free_port) AICHAT_AGENT_PORT=$(free_port)
   export AICHAT_USAGE_PORT=$(free_port) AICHAT_FAKE_LLM_PORT=$(free_port)
+  export AICHAT_HTTP_PORT=$(free_port)  # ai-agent's OpenAI-compatible HTTP API
   # Four consecutive free metrics ports.
   local base
   for _ in $(seq 1 50); do

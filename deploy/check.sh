@@ -14,8 +14,9 @@
 #   4. promtool check config, check rules and test rules;
 #   5. a real Prometheus scrapes the running suite (scripts/run.sh up --detach on free ports in
 #      a temporary state dir, built binaries only), a python client drives chat turns through
-#      the fake LLM provider (as an admin, also a model whose one deployment is down, so that
-#      its turns fall back), and every metric and query of the Grafana dashboard returns data.
+#      the fake LLM provider, over gRPC and over the OpenAI-compatible HTTP API (as an admin,
+#      also a model whose one deployment is down, so that its turns fall back), and every
+#      metric and query of the Grafana dashboard returns data.
 # Prints "deploy: N passed, N failed"; exits non-zero if anything failed. AICHAT_DASHBOARD=FILE
 # checks another dashboard JSON (e.g. to see a renamed metric fail).
 set -euo pipefail
@@ -48,7 +49,7 @@ suite_env() {
   export AICHAT_STATE_DIR="$TMP/state" AICHAT_NO_BUILD=1 AICHAT_BUILD_DIR="$BUILD"
   export AICHAT_PG_PORT=$PG_PORT AICHAT_USER_PORT=$USER_PORT AICHAT_CONVERSATION_PORT=$CONV_PORT
   export AICHAT_AGENT_PORT=$AGENT_PORT AICHAT_USAGE_PORT=$USAGE_PORT
-  export AICHAT_METRICS_PORT_BASE=$MBASE AICHAT_FAKE_LLM_PORT=$FAKE_PORT
+  export AICHAT_METRICS_PORT_BASE=$MBASE AICHAT_FAKE_LLM_PORT=$FAKE_PORT AICHAT_HTTP_PORT=$HTTP_PORT
   unset OPENAI_API_KEY OPENAI_BASE_URL # the fake provider, always
 }
 
@@ -186,7 +187,7 @@ live() {
   [[ -x "$BUILD/tests/fakes/aichat-fake-llm" ]] || { echo "missing the fake LLM provider: build first"; return 1; }
 
   PG_PORT=$(free_port) USER_PORT=$(free_port) CONV_PORT=$(free_port) AGENT_PORT=$(free_port)
-  USAGE_PORT=$(free_port) FAKE_PORT=$(free_port) PROM_PORT=$(free_port)
+  USAGE_PORT=$(free_port) FAKE_PORT=$(free_port) PROM_PORT=$(free_port) HTTP_PORT=$(free_port)
   # Four consecutive free ports for the metrics endpoints.
   local try p ok
   for try in $(seq 1 50); do
@@ -243,7 +244,7 @@ YAML
   fi
   echo "Prometheus on $url scrapes 4 of 4 targets"
   "$PY" "$DEPLOY/tools/drive_suite.py" "$AICHAT_ROOT/proto" "127.0.0.1:$USER_PORT" "127.0.0.1:$CONV_PORT" \
-    "127.0.0.1:$AGENT_PORT" "127.0.0.1:$USAGE_PORT" 3 \
+    "127.0.0.1:$AGENT_PORT" "127.0.0.1:$USAGE_PORT" 3 "127.0.0.1:$HTTP_PORT" \
     --admin "$BUILD/services/user/aichat-user" "postgresql://postgres@127.0.0.1:$PG_PORT/aichat_user" ||
     return 1
   "$PY" "$DEPLOY/tools/check_dashboard.py" "$url" "${AICHAT_DASHBOARD:-$DEPLOY/grafana/aichat.json}" 40

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (SSE parser, chat JSON, JWT verifier, the text
-# validator every request check uses, and the request validators of every service:
-# user, conversation, ai-agent turns and model configs, usage events; clang, not the
+# validator every request check uses, the request validators of every service:
+# user, conversation, ai-agent turns and model configs, usage events, and the
+# OpenAI-compatible HTTP API's request decoder; clang, not the
 # CMake build: they need -fsanitize=fuzzer) and runs each for a while.
 #   scripts/fuzz.sh [seconds-per-target]   default 10; e.g. 600 for a real run
 # Needs Debian clang and libclang-rt-14-dev. Corpus seeds live in fuzz/corpus/;
@@ -54,7 +55,12 @@ build conversation_request_fuzz "$ROOT/fuzz/conversation_request_fuzz.cc" \
 pid2=$!
 wait "$pid1"
 wait "$pid2"
-targets=(sse_parser chat_chunk jwt_verify text_validate user_request conversation_request)
+EXTRA_LIBS="$(pkg-config --libs absl_str_format)" \
+  build openai_request_fuzz "$ROOT/fuzz/openai_request_fuzz.cc" \
+  "$ROOT/services/ai-agent/http/openai_decode.cc" "$ROOT/services/ai-agent/http/openai_encode.cc" \
+  "$ROOT/common/validate.cc"
+targets=(sse_parser chat_chunk jwt_verify text_validate user_request conversation_request
+  openai_request)
 if [[ -f "$PROTO_DIR/aichat/usage/v1/usage.pb.cc" && -f "$PROTO_DIR/aichat/agent/v1/agent.pb.cc" ]]; then
   EXTRA_LIBS="$(pkg-config --libs protobuf absl_time absl_str_format)" \
     build usage_event_fuzz -I"$PROTO_DIR" "$ROOT/fuzz/usage_event_fuzz.cc" \

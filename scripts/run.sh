@@ -8,7 +8,9 @@
 # State (PostgreSQL data, keys, logs) lives in $AICHAT_STATE_DIR (default: .state/ in the
 # project). Ports: AICHAT_PG_PORT (5433), AICHAT_USER_PORT (50051), AICHAT_CONVERSATION_PORT
 # (50052), AICHAT_AGENT_PORT (50053), AICHAT_USAGE_PORT (50054), AICHAT_METRICS_PORT_BASE
-# (9101: user, +1 conversation, +2 ai-agent, +3 usage), AICHAT_FAKE_LLM_PORT (8089).
+# (9101: user, +1 conversation, +2 ai-agent, +3 usage), AICHAT_FAKE_LLM_PORT (8089), and
+# AICHAT_HTTP_PORT for ai-agent's OpenAI-compatible HTTP API (8080 when the agent has its default
+# port; a copy on other ports serves HTTP only when given one, or AICHAT_HTTP_LISTEN).
 # AICHAT_NO_BUILD=1 skips the build; AICHAT_START_TIMEOUT (60) seconds for each process to listen.
 # Replicas: AICHAT_REPLICAS (1) replicas each of conversation, usage and ai-agent, or per service
 # AICHAT_CONVERSATION_REPLICAS, AICHAT_USAGE_REPLICAS, AICHAT_AGENT_REPLICAS. Replica 1 is the
@@ -50,6 +52,18 @@ for svc in "${ORDER[@]}"; do
 done
 [[ "$STEP" =~ ^[1-9][0-9]*$ ]] || die "AICHAT_REPLICA_PORT_STEP must be a positive number"
 FAKE_PORT="${AICHAT_FAKE_LLM_PORT:-8089}"
+# ai-agent's HTTP API: AICHAT_HTTP_LISTEN as given (empty: off), else AICHAT_HTTP_PORT on
+# loopback; else 8080 for the default ports only, so that a second copy on chosen ports does
+# not fight the first one for 8080.
+if [[ -n "${AICHAT_HTTP_LISTEN+set}" ]]; then
+  HTTP_LISTEN="$AICHAT_HTTP_LISTEN"
+elif [[ -n "${AICHAT_HTTP_PORT:-}" ]]; then
+  HTTP_LISTEN="127.0.0.1:$AICHAT_HTTP_PORT"
+elif [[ "${PORT[ai-agent]}" == 50053 ]]; then
+  HTTP_LISTEN="127.0.0.1:8080"
+else
+  HTTP_LISTEN=""
+fi
 FAKE_BIN="$BUILD/tests/fakes/aichat-fake-llm"
 # Seconds each process may take to start listening (a loaded 2-core CI machine is slow).
 START_TIMEOUT="${AICHAT_START_TIMEOUT:-60}"
@@ -84,6 +98,11 @@ pidfile() { echo "$STATE/run/$1.pid"; }
 replica_name() { if (($2 == 1)); then echo "$1"; else echo "$1-$2"; fi; }
 replica_port() { echo $((PORT[$1] + ($2 - 1) * STEP)); }
 replica_mport() { echo $((MPORT[$1] + ($2 - 1) * STEP)); }
+# ai-agent replica k's OpenAI-compatible HTTP listener ("" when off): the port + (k-1) * STEP.
+replica_http() {
+  [[ -n "$HTTP_LISTEN" ]] || return 0
+  echo "${HTTP_LISTEN%:*}:$((${HTTP_LISTEN##*:} + ($1 - 1) * STEP))"
+}
 
 # Where peers and clients reach a service: one host:port, or every replica as a list that
 # gRPC's round_robin spreads calls over.
@@ -222,6 +241,7 @@ start_replica() {
     export DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/${DB[$svc]}"
     export AICHAT_USER_ADDR="$user" AICHAT_CONVERSATION_ADDR="$conv"
     export AICHAT_USAGE_ADDR="$usage" AICHAT_AGENT_ADDR="$agent"
+    if [[ $svc == ai-agent ]]; then export AICHAT_HTTP_LISTEN="$(replica_http "$k")"; fi
     # Each secret only where it is needed: the signing key to user, the service token and
     # the provider key to ai-agent.
     [[ $svc == user ]] || unset AICHAT_JWT_SIGNING_KEY
@@ -230,6 +250,12 @@ start_replica() {
   ) &
   echo $! >"$(pidfile "$name")"
   wait_port "$port" "$START_TIMEOUT" || die "$name did not start; see $STATE/logs/$name.log"
+  if [[ $svc == ai-agent && -n "$HTTP_LISTEN" ]]; then
+    local http
+    http=$(replica_http "$k")
+    wait_port "${http##*:}" "$START_TIMEOUT" ||
+      die "$name's HTTP API did not start on $http; see $STATE/logs/$name.log"
+  fi
 }
 
 down() {
@@ -288,8 +314,11 @@ status_replicas() {
     name=$(replica_name "$svc" "$k")
     state=stopped
     running "$name" && state=running
-    printf '  %-16s %-8s %s\n' "$name" "$state" \
-      "127.0.0.1:$(replica_port "$svc" "$k") (metrics :$(replica_mport "$svc" "$k"))"
+    local where="127.0.0.1:$(replica_port "$svc" "$k") (metrics :$(replica_mport "$svc" "$k"))"
+    if [[ $svc == ai-agent && -n "$HTTP_LISTEN" ]]; then
+      where+=", OpenAI-compatible HTTP http://$(replica_http "$k")/v1"
+    fi
+    printf '  %-16s %-8s %s\n' "$name" "$state" "$where"
   done
 }
 
@@ -325,6 +354,8 @@ $(status)
 Try it (the CLI is $BUILD/cli/aichat):
 $(cli_env)
   aichat register you@example.com "Your Name"   # then: aichat login you@example.com; aichat chat
+OpenAI-compatible HTTP API${HTTP_LISTEN:+ (http://$HTTP_LISTEN/v1)}: \`aichat keys create NAME\`, then any
+OpenAI SDK with that key as its API key and that base URL (README, "The OpenAI-compatible HTTP API").
 First admin:
   DATABASE_URL=postgresql://postgres@127.0.0.1:$PG_PORT/aichat_user \\
     $BUILD/services/user/aichat-user set-role you@example.com admin

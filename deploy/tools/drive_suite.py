@@ -1,12 +1,14 @@
 #!/usr/bin/python3
 """Drives a running aichat suite so every metric the dashboard shows has data.
 
-    drive_suite.py PROTO_ROOT USER_ADDR CONVERSATION_ADDR AGENT_ADDR USAGE_ADDR [TURNS]
+    drive_suite.py PROTO_ROOT USER_ADDR CONVERSATION_ADDR AGENT_ADDR USAGE_ADDR [TURNS [HTTP_ADDR]]
                    [--admin USER_BIN USER_DATABASE_URL]
 
 Registers a fresh account, fails one login on purpose (an error series), logs in, creates
 a conversation and streams TURNS chat turns (default 2) through ai-agent, which calls
-conversation, usage and the LLM provider (the fake one in the local suite). Python stubs
+conversation, usage and the LLM provider (the fake one in the local suite). With HTTP_ADDR,
+also through ai-agent's OpenAI-compatible HTTP API: the models, a chat completion, a
+streamed one, and an unknown model (a 4xx series). Python stubs
 are generated into a temporary folder with Debian's protoc + grpc_python_plugin; uses
 Debian's python3-grpcio (run it with /usr/bin/python3).
 
@@ -16,15 +18,29 @@ fallback; three turns on it fail over (the deployment and fallback metrics get s
 the third failure in a row opens the deployment's circuit), and ListModels shows its state.
 """
 import importlib
+import json
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 
 import grpc
+
+
+def http(addr, token, method, path, body=None):
+    req = urllib.request.Request(f"http://{addr}{path}", method=method,
+                                 data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"authorization": f"Bearer {token}", "content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
 
 
 def stubs(proto_root, out):
@@ -93,6 +109,7 @@ def main():
         sys.exit(__doc__)
     proto_root, user_addr, conv_addr, agent_addr, usage_addr = args[0:5]
     turns = int(args[5]) if len(args) > 5 else 2
+    http_addr = args[6] if len(args) > 6 else ""
     with tempfile.TemporaryDirectory() as tmp:
         m = stubs(proto_root, tmp)
         upb, ugrpc = m["user"]
@@ -138,6 +155,20 @@ def main():
             usage.GetUsageSummary(spb.GetUsageSummaryRequest(), metadata=md, timeout=10)
         except grpc.RpcError as e:
             print(f"usage summary: {e.code().name}")
+        # Twice, a few scrapes apart: a counter's first value is no rate yet.
+        for round_ in range(2 if http_addr else 0):
+            if round_:
+                time.sleep(3)
+            status, _ = http(http_addr, token, "GET", "/v1/models")
+            assert status == 200, status
+            for stream in (False, True):
+                status, body = http(http_addr, token, "POST", "/v1/chat/completions",
+                                    {"model": "gpt-4o-mini", "stream": stream,
+                                     "messages": [{"role": "user", "content": "Say hello over HTTP."}]})
+                if status != 200:
+                    sys.exit(f"HTTP chat completion (stream={stream}): {status} {body[:200]}")
+            status, _ = http(http_addr, token, "GET", "/v1/models/no-such-model")
+            print(f"HTTP API: models, two chat completions, an unknown model ({status})")
     return 0
 
 

@@ -8,7 +8,9 @@
   filesystem and CPU/memory requests and limits on every container;
 - each aichat service (app.kubernetes.io/component=service): native gRPC startup, readiness
   and liveness probes on its gRPC port (or, when the gRPC port speaks TLS, on its plaintext
-  health-only port named "health"), rolling updates with maxUnavailable 0, and a
+  health-only port named "health") — except that ai-agent, which also serves the
+  OpenAI-compatible HTTP API, has its readiness probe on that listener (GET /readyz on the
+  port named http, AICHAT_HTTP_LISTEN's); rolling updates with maxUnavailable 0, and a
   terminationGracePeriodSeconds above preStop sleep + AICHAT_SHUTDOWN_GRACE from its
   ConfigMaps;
 - ai-agent has a HorizontalPodAutoscaler and a PodDisruptionBudget; a default-deny
@@ -99,11 +101,24 @@ def main():
                     # Kubelet's gRPC probes speak plaintext only: with TLS on, the probes use
                     # the health-only listener.
                     probe_port = ports.get("health", ports.get("grpc"))
+                    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+                    # ai-agent serves the OpenAI-compatible HTTP API too: its readiness asks
+                    # that listener (/readyz), on the port AICHAT_HTTP_LISTEN names.
+                    http_ready = "http" in ports and env.get("AICHAT_HTTP_LISTEN")
+                    if http_ready:
+                        if env["AICHAT_HTTP_LISTEN"].rpartition(":")[2] != str(ports["http"]):
+                            errors.append(f"{cw}: port http is not AICHAT_HTTP_LISTEN's port")
+                        h = c.get("readinessProbe", {}).get("httpGet")
+                        if not h or h.get("path") != "/readyz" or h.get("port") not in ("http", ports["http"]):
+                            errors.append(f"{cw}: readinessProbe is not an HTTP GET of /readyz on port http")
+                        if c.get("readinessProbe", {}).get("grpc"):
+                            errors.append(f"{cw}: readinessProbe is both gRPC and HTTP")
                     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                        if probe == "readinessProbe" and http_ready:
+                            continue
                         g = c.get(probe, {}).get("grpc")
                         if not g or g.get("port") != probe_port:
                             errors.append(f"{cw}: {probe} is not a gRPC probe on port {probe_port}")
-                    env = {e["name"]: e.get("value") for e in c.get("env", [])}
                     if "health" in ports and env.get("AICHAT_HEALTH_LISTEN", "").rpartition(":")[2] != str(ports["health"]):
                         errors.append(f"{cw}: port health is not AICHAT_HEALTH_LISTEN's port")
             if labels.get("app.kubernetes.io/component") == "service":

@@ -44,6 +44,25 @@ void DeclareSettings(Config& config) {
   config.Add("provider_allow_http", "AICHAT_PROVIDER_ALLOW_HTTP", "false",
              "Allow http:// base URLs to non-loopback hosts (keys then cross the network in "
              "clear)");
+  config.Add("http_listen", "AICHAT_HTTP_LISTEN", "0.0.0.0:8080",
+             "The OpenAI-compatible HTTP API (host:port, plaintext; empty: off)");
+  config.Add("user_addr", "AICHAT_USER_ADDR", "127.0.0.1:50051",
+             "user service address (the HTTP API exchanges `Bearer aik_...` API keys there)");
+  config.Add("http_threads", "AICHAT_HTTP_THREADS", "1", "Threads for the HTTP listener's I/O");
+  config.Add("http_max_body_bytes", "AICHAT_HTTP_MAX_BODY_BYTES", "8388608",
+             "Largest HTTP request body in bytes (a larger one is refused with 413)");
+  config.Add("http_read_timeout", "AICHAT_HTTP_READ_TIMEOUT", "30s",
+             "An HTTP request's headers, and then its body, must each arrive within this");
+  config.Add("http_idle_timeout", "AICHAT_HTTP_IDLE_TIMEOUT", "75s",
+             "A keep-alive HTTP connection with no new request for this long is closed");
+  config.Add("http_write_timeout", "AICHAT_HTTP_WRITE_TIMEOUT", "30s",
+             "An HTTP client that takes no bytes of its answer for this long is cut off (its "
+             "turn is cancelled)");
+  config.Add("http_max_connections", "AICHAT_HTTP_MAX_CONNECTIONS", "4096",
+             "Open HTTP connections at most; more are closed at once");
+  config.Add("http_stream_hold", "AICHAT_HTTP_STREAM_HOLD", "10s",
+             "A streamed answer's headers wait for the first token at most this long (until "
+             "then a refusal or provider error is a real HTTP status)");
   config.Add("replica_name", "AICHAT_REPLICA_NAME", "",
              "This replica's name for its lease on running turns (default: host name, process "
              "id and a random suffix)");
@@ -95,6 +114,25 @@ absl::StatusOr<AgentConfig> ReadSettings(const Config& config) {
   if (!linger.ok()) return linger.status();
   c.outbox_linger = *linger;
   c.replica_name = config.Get("replica_name");
+  c.http_listen = config.Get("http_listen");
+  c.user_addr = config.Get("user_addr");
+  auto http_threads = config.GetInt("http_threads", 1, 64);
+  if (!http_threads.ok()) return http_threads.status();
+  c.http_threads = static_cast<int>(*http_threads);
+  auto max_body = config.GetInt("http_max_body_bytes", 1024, int64_t{1} << 30);
+  if (!max_body.ok()) return max_body.status();
+  c.http_max_body_bytes = *max_body;
+  for (auto [name, out] : {std::pair{"http_read_timeout", &c.http_read_timeout},
+                           std::pair{"http_idle_timeout", &c.http_idle_timeout},
+                           std::pair{"http_write_timeout", &c.http_write_timeout},
+                           std::pair{"http_stream_hold", &c.http_stream_hold}}) {
+    auto d = config.GetDuration(name);
+    if (!d.ok()) return d.status();
+    *out = *d;
+  }
+  auto max_conn = config.GetInt("http_max_connections", 1, 1000000);
+  if (!max_conn.ok()) return max_conn.status();
+  c.http_max_connections = static_cast<int>(*max_conn);
   for (absl::string_view h : absl::StrSplit(config.Get("provider_hosts"), ',', absl::SkipEmpty())) {
     c.turn.provider_policy.hosts.push_back(absl::AsciiStrToLower(absl::StripAsciiWhitespace(h)));
   }

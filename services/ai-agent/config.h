@@ -21,6 +21,17 @@ struct AgentConfig {
   absl::Duration outbox_interval;
   absl::Duration outbox_linger;
   std::string replica_name;  // "" = made up at start
+
+  // The OpenAI-compatible HTTP API (services/ai-agent/http/).
+  std::string http_listen;  // "" = off
+  std::string user_addr;    // the user service, for API-key logins over HTTP
+  int http_threads = 1;
+  int64_t http_max_body_bytes = 8 << 20;
+  absl::Duration http_read_timeout;
+  absl::Duration http_idle_timeout;
+  absl::Duration http_write_timeout;
+  int http_max_connections = 4096;
+  absl::Duration http_stream_hold;
 };
 
 void DeclareSettings(Config& config);

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "aichat/conversation/v1/conversation.grpc.pb.h"
 #include "aichat/usage/v1/usage.grpc.pb.h"
+#include "aichat/user/v1/user.grpc.pb.h"
 #include "common/auth.h"
 #include "common/log.h"
 #include "common/proto_time.h"
@@ -146,7 +147,85 @@ class GrpcConversationPeer final : public ConversationPeer {
         });
   }
 
+  void CreateConversation(const PeerCall& call, const NewConversation& conversation,
+                          std::function<void(absl::StatusOr<ConversationInfo>)> done) override {
+    auto* c = new Call<cv1::CreateConversationRequest, cv1::Conversation>;
+    c->ctx = Ready(call);
+    c->req.set_title(conversation.title);
+    if (conversation.model.has_value()) c->req.set_model(*conversation.model);
+    if (conversation.system_prompt.has_value()) {
+      c->req.set_system_prompt(*conversation.system_prompt);
+    }
+    stub_->async()->CreateConversation(
+        c->ctx.get(), &c->req, &c->resp, [c, done = std::move(done)](grpc::Status st) {
+          std::unique_ptr<std::remove_pointer_t<decltype(c)>> owned(c);
+          if (!st.ok()) return done(PeerError("conversation", st));
+          done(InfoFromProto(std::move(c->resp)));
+        });
+  }
+
+  void GetConversation(const PeerCall& call, int64_t conversation_id,
+                       std::function<void(absl::StatusOr<ConversationInfo>)> done) override {
+    auto* c = new Call<cv1::GetConversationRequest, cv1::Conversation>;
+    c->ctx = Ready(call);
+    c->req.set_id(conversation_id);
+    stub_->async()->GetConversation(c->ctx.get(), &c->req, &c->resp,
+                                    [c, done = std::move(done)](grpc::Status st) {
+                                      std::unique_ptr<std::remove_pointer_t<decltype(c)>> owned(c);
+                                      if (!st.ok()) return done(PeerError("conversation", st));
+                                      done(InfoFromProto(std::move(c->resp)));
+                                    });
+  }
+
+  void DeleteConversation(const PeerCall& call, int64_t conversation_id,
+                          std::function<void(absl::Status)> done) override {
+    auto* c = new Call<cv1::DeleteConversationRequest, cv1::DeleteConversationResponse>;
+    c->ctx = Ready(call);
+    c->req.set_id(conversation_id);
+    stub_->async()->DeleteConversation(
+        c->ctx.get(), &c->req, &c->resp, [c, done = std::move(done)](grpc::Status st) {
+          std::unique_ptr<std::remove_pointer_t<decltype(c)>> owned(c);
+          done(st.ok() ? absl::OkStatus() : PeerError("conversation", st));
+        });
+  }
+
+  void ListMessages(const PeerCall& call, int64_t conversation_id, int32_t page_size,
+                    const std::string& page_token,
+                    std::function<void(absl::StatusOr<MessagePage>)> done) override {
+    auto* c = new Call<cv1::ListMessagesRequest, cv1::ListMessagesResponse>;
+    c->ctx = Ready(call);
+    c->req.set_conversation_id(conversation_id);
+    c->req.set_page_size(page_size);
+    c->req.set_page_token(page_token);
+    stub_->async()->ListMessages(
+        c->ctx.get(), &c->req, &c->resp, [c, done = std::move(done)](grpc::Status st) {
+          std::unique_ptr<std::remove_pointer_t<decltype(c)>> owned(c);
+          if (!st.ok()) return done(PeerError("conversation", st));
+          MessagePage page;
+          page.messages.reserve(c->resp.messages_size());
+          for (auto& m : *c->resp.mutable_messages()) {
+            page.messages.push_back({m.id(), FromProto(m.role()), std::move(*m.mutable_content()),
+                                     m.prompt_id(), m.position(), m.superseded(),
+                                     aichat::FromProto(m.created_at())});
+          }
+          page.next_page_token = std::move(*c->resp.mutable_next_page_token());
+          done(std::move(page));
+        });
+  }
+
  private:
+  static ConversationInfo InfoFromProto(cv1::Conversation&& p) {
+    ConversationInfo info;
+    info.id = p.id();
+    info.title = std::move(*p.mutable_title());
+    info.model = std::move(*p.mutable_model());
+    info.system_prompt = std::move(*p.mutable_system_prompt());
+    info.message_count = p.message_count();
+    info.created_at = aichat::FromProto(p.created_at());
+    info.updated_at = aichat::FromProto(p.updated_at());
+    return info;
+  }
+
   // A conversation replica that just restarted is reconnected to within the
   // deadline instead of failing at once while the channel is in backoff.
   std::unique_ptr<grpc::ClientContext> Ready(const PeerCall& call) {
@@ -236,7 +315,63 @@ class GrpcUsagePeer final : public UsagePeer {
   GrpcPeerOptions options_;
 };
 
+class GrpcUserPeer final : public UserPeer {
+ public:
+  explicit GrpcUserPeer(std::shared_ptr<grpc::Channel> channel)
+      : stub_(user::v1::UserService::NewStub(std::move(channel))) {}
+
+  void LoginWithApiKey(const std::string& api_key, absl::Time deadline,
+                       std::function<void(absl::StatusOr<ApiKeyLogin>)> done) override {
+    auto* c = new Call<user::v1::LoginRequest, user::v1::LoginResponse>;
+    // Login takes no token: the key is the credential.
+    c->ctx = std::make_unique<grpc::ClientContext>();
+    c->ctx->set_deadline(absl::ToChronoTime(deadline));
+    c->ctx->set_wait_for_ready(true);
+    c->req.set_api_key(api_key);
+    stub_->async()->Login(c->ctx.get(), &c->req, &c->resp,
+                          [c, done = std::move(done)](grpc::Status st) {
+                            std::unique_ptr<std::remove_pointer_t<decltype(c)>> owned(c);
+                            if (!st.ok()) {
+                              // UNAUTHENTICATED (a bad key) and RESOURCE_EXHAUSTED (the
+                              // login throttle) are the caller's to hear as they are.
+                              if (st.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
+                                  st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ||
+                                  st.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+                                return done(FromGrpcStatus(st));
+                              }
+                              return done(PeerError("user", st));
+                            }
+                            ApiKeyLogin login;
+                            login.access_token = std::move(*c->resp.mutable_access_token());
+                            login.expires_at = aichat::FromProto(c->resp.expires_at());
+                            done(std::move(login));
+                          });
+  }
+
+ private:
+  std::unique_ptr<user::v1::UserService::Stub> stub_;
+};
+
 }  // namespace
+
+// The HTTP API's conversation calls, for fakes that predate them.
+void ConversationPeer::CreateConversation(
+    const PeerCall&, const NewConversation&,
+    std::function<void(absl::StatusOr<ConversationInfo>)> done) {
+  done(absl::UnimplementedError("CreateConversation is not implemented by this peer"));
+}
+void ConversationPeer::GetConversation(const PeerCall&, int64_t,
+                                       std::function<void(absl::StatusOr<ConversationInfo>)> done) {
+  done(absl::UnimplementedError("GetConversation is not implemented by this peer"));
+}
+void ConversationPeer::DeleteConversation(const PeerCall&, int64_t,
+                                          std::function<void(absl::Status)> done) {
+  done(absl::UnimplementedError("DeleteConversation is not implemented by this peer"));
+}
+void ConversationPeer::ListMessages(const PeerCall&, int64_t, int32_t, const std::string&,
+                                    std::function<void(absl::StatusOr<MessagePage>)> done) {
+  done(absl::UnimplementedError("ListMessages is not implemented by this peer"));
+}
 
 std::string EncodeUsageRecord(const UsageRecord& record) {
   uv1::UsageEvent e;
@@ -274,6 +409,10 @@ std::unique_ptr<ConversationPeer> MakeGrpcConversationPeer(std::shared_ptr<grpc:
 std::unique_ptr<UsagePeer> MakeGrpcUsagePeer(std::shared_ptr<grpc::Channel> channel,
                                              GrpcPeerOptions options) {
   return std::make_unique<GrpcUsagePeer>(std::move(channel), std::move(options));
+}
+
+std::unique_ptr<UserPeer> MakeGrpcUserPeer(std::shared_ptr<grpc::Channel> channel) {
+  return std::make_unique<GrpcUserPeer>(std::move(channel));
 }
 
 }  // namespace aichat::agent

@@ -1,5 +1,5 @@
 // The peers of a chat turn over gRPC (callback stubs). The only code of the agent
-// that includes the conversation and usage services' generated headers.
+// that includes the conversation, usage and user services' generated headers.
 #pragma once
 
 #include <memory>
@@ -23,5 +23,7 @@ std::unique_ptr<ConversationPeer> MakeGrpcConversationPeer(std::shared_ptr<grpc:
                                                            GrpcPeerOptions options);
 std::unique_ptr<UsagePeer> MakeGrpcUsagePeer(std::shared_ptr<grpc::Channel> channel,
                                              GrpcPeerOptions options);
+// The user service, for API-key logins (no service token: the key is the credential).
+std::unique_ptr<UserPeer> MakeGrpcUserPeer(std::shared_ptr<grpc::Channel> channel);
 
 }  // namespace aichat::agent

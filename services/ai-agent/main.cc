@@ -1,5 +1,5 @@
 // aichat-agent: the ai-agent service — chat turns end to end, prompts, models,
-// and the usage outbox publisher.
+// the usage outbox publisher, and the OpenAI-compatible HTTP API.
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
@@ -11,6 +11,8 @@
 #include "services/ai-agent/agent_service.h"
 #include "services/ai-agent/config.h"
 #include "services/ai-agent/grpc_peers.h"
+#include "services/ai-agent/http/http_server.h"
+#include "services/ai-agent/http/openai_api.h"
 #include "services/ai-agent/janitor.h"
 #include "services/ai-agent/llm/llm_client.h"
 #include "services/ai-agent/migrations.h"
@@ -90,10 +92,48 @@ int Serve(const AgentConfig& cfg) {
   server.AddService(&service);
   if (auto st = server.Start(); !st.ok()) return StartupFailure(kProgram, st);
   outbox.Start();
+
+  // The OpenAI-compatible HTTP API: the same turns, over HTTP/1.1.
+  std::unique_ptr<UserPeer> users;
+  std::unique_ptr<HttpAuthenticator> http_auth;
+  std::unique_ptr<OpenAiApi> api;
+  std::unique_ptr<HttpServer> http;
+  if (!cfg.http_listen.empty()) {
+    users = MakeGrpcUserPeer(MakePeerChannel(cfg.user_addr, cfg.common.peer));
+    http_auth = std::make_unique<HttpAuthenticator>(&auth.verifier(), users.get());
+    api = std::make_unique<OpenAiApi>(&deps, http_auth.get(),
+                                      OpenAiApiOptions{.stream_hold = cfg.http_stream_hold});
+    HttpServerOptions hopts;
+    hopts.listen = cfg.http_listen;
+    hopts.threads = cfg.http_threads;
+    hopts.max_body_bytes = static_cast<size_t>(cfg.http_max_body_bytes);
+    hopts.read_timeout = cfg.http_read_timeout;
+    hopts.idle_timeout = cfg.http_idle_timeout;
+    hopts.write_timeout = cfg.http_write_timeout;
+    hopts.max_connections = cfg.http_max_connections;
+    auto started = HttpServer::Start(
+        hopts,
+        [a = api.get()](HttpRequest r, std::shared_ptr<HttpExchange> e) {
+          a->Handle(std::move(r), std::move(e));
+        },
+        &server.registry());
+    if (!started.ok()) {
+      server.Shutdown();
+      janitor.Stop();
+      outbox.Stop(absl::ZeroDuration());
+      return StartupFailure(kProgram, started.status());
+    }
+    http = *std::move(started);
+    LogInfo("HTTP API listening", {{"listen", cfg.http_listen}, {"port", http->port()}});
+  }
+
   WaitForTerminationSignal();
   // In-flight turns finish (or are cancelled at the end of the grace period).
   const absl::Time drain_until = absl::Now() + cfg.common.shutdown_grace;
+  if (api != nullptr) api->StopServing();
+  if (http != nullptr) http->BeginShutdown();
   server.Shutdown();
+  if (http != nullptr) http->Shutdown(drain_until);
   // Saves still retrying behind answered clients get what is left of the grace.
   while (deps.live.load() > 0 && absl::Now() < drain_until) absl::SleepFor(absl::Milliseconds(20));
   if (int left = deps.live.load(); left > 0) {

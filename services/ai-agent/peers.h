@@ -66,6 +66,39 @@ struct NewTurnMessage {
   int64_t replaces_message_id = 0;  // a regenerated answer replaces this one
 };
 
+// A conversation's own fields (the HTTP API's Conversations objects).
+struct ConversationInfo {
+  int64_t id = 0;
+  std::string title;
+  std::string model;
+  std::string system_prompt;
+  int64_t message_count = 0;
+  absl::Time created_at;
+  absl::Time updated_at;
+};
+
+struct NewConversation {
+  std::string title;
+  std::optional<std::string> model;
+  std::optional<std::string> system_prompt;
+};
+
+// A stored message, as ListMessages returns it.
+struct ConversationMessage {
+  int64_t id = 0;
+  MessageRole role = MessageRole::kUser;
+  std::string content;
+  int64_t prompt_id = 0;  // the turn that wrote it (answers) or consumed it; 0 for none
+  int64_t position = 0;
+  bool superseded = false;  // replaced by a regenerated answer
+  absl::Time created_at;
+};
+
+struct MessagePage {
+  std::vector<ConversationMessage> messages;  // oldest first
+  std::string next_page_token;                // "" at the end
+};
+
 class ConversationPeer {
  public:
   virtual ~ConversationPeer() = default;
@@ -79,6 +112,35 @@ class ConversationPeer {
   // Removes the user message of a prompt whose turn was refused. Idempotent.
   virtual void Retract(const PeerCall& call, int64_t conversation_id, int64_t prompt_id,
                        std::function<void(absl::Status)> done) = 0;
+
+  // For the HTTP API's Conversations (services/ai-agent/http/), acting for
+  // call.user_id. NOT_FOUND for a conversation the user does not own. Not pure, so
+  // that fakes written before them still compile: they answer UNIMPLEMENTED.
+  virtual void CreateConversation(const PeerCall& call, const NewConversation& conversation,
+                                  std::function<void(absl::StatusOr<ConversationInfo>)> done);
+  virtual void GetConversation(const PeerCall& call, int64_t conversation_id,
+                               std::function<void(absl::StatusOr<ConversationInfo>)> done);
+  virtual void DeleteConversation(const PeerCall& call, int64_t conversation_id,
+                                  std::function<void(absl::Status)> done);
+  // One page of messages, oldest first; page_size 1 to 500.
+  virtual void ListMessages(const PeerCall& call, int64_t conversation_id, int32_t page_size,
+                            const std::string& page_token,
+                            std::function<void(absl::StatusOr<MessagePage>)> done);
+};
+
+// An access token for an API key (UserService.Login with api_key).
+struct ApiKeyLogin {
+  std::string access_token;  // never logged
+  absl::Time expires_at;
+};
+
+// The user service, for the HTTP API's `Authorization: Bearer aik_…`.
+class UserPeer {
+ public:
+  virtual ~UserPeer() = default;
+  // UNAUTHENTICATED for an unknown or revoked key.
+  virtual void LoginWithApiKey(const std::string& api_key, absl::Time deadline,
+                               std::function<void(absl::StatusOr<ApiKeyLogin>)> done) = 0;
 };
 
 struct ReserveRequest {
