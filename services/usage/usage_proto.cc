@@ -55,11 +55,14 @@ absl::StatusOr<UsageEventRecord> CheckEvent(const v1::UsageEvent& p, absl::Time 
   }
   e.event_id = p.event_id();
   for (auto [field, v] :
-       {std::pair{"user_id", p.user_id()}, std::pair{"conversation_id", p.conversation_id()},
-        std::pair{"prompt_id", p.prompt_id()}}) {
+       {std::pair{"user_id", p.user_id()}, std::pair{"prompt_id", p.prompt_id()}}) {
     if (auto st = CheckPositive(field, v); !st.ok()) {
       return st;
     }
+  }
+  // A stateless turn (the HTTP API without a conversation) is accounted under conversation 0.
+  if (p.conversation_id() < 0) {
+    return absl::InvalidArgumentError("conversation_id must not be negative");
   }
   e.user_id = p.user_id();
   e.conversation_id = p.conversation_id();

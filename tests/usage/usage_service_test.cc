@@ -110,6 +110,9 @@ TEST_F(UsageTest, RecordUsageRejectsBadEventsAndWritesNothing) {
   auto no_user = e;
   no_user.set_user_id(0);
   expect_invalid(no_user, "user_id");
+  auto negative_conversation = e;
+  negative_conversation.set_conversation_id(-1);
+  expect_invalid(negative_conversation, "conversation_id");
   auto no_model = e;
   no_model.set_model("");
   expect_invalid(no_model, "model");
@@ -133,6 +136,22 @@ TEST_F(UsageTest, RecordUsageRejectsBadEventsAndWritesNothing) {
   auto max_id = e;
   max_id.set_event_id(std::string(128, 'x'));
   EXPECT_TRUE(Record(max_id).ok());
+}
+
+TEST_F(UsageTest, StatelessTurnsAreAccountedUnderConversationZero) {
+  auto e = Event("stateless-1", 7, 1000, 500, 100);
+  e.set_conversation_id(0);
+  bool recorded = false;
+  ASSERT_TRUE(Record(e, &recorded).ok());
+  EXPECT_TRUE(recorded);
+  v1::GetUsageSummaryResponse s;
+  ASSERT_TRUE(
+      Summary(UserToken(7), v1::GROUP_BY_CONVERSATION, Utc(2025, 3, 1), Utc(2025, 4, 1), &s).ok());
+  auto rows = Rows(s);
+  ASSERT_EQ(rows.size(), 1u);
+  Totals want;
+  want.Add(e);
+  EXPECT_EQ(rows["0"], want);
 }
 
 TEST_F(UsageTest, OnlyServicesRecordReserveAndRelease) {
