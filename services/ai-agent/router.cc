@@ -46,7 +46,7 @@ std::string Router::Circuit(const State& s, absl::Time now) {
 }
 
 std::optional<Route> Router::Pick(const ModelRecord& m, const std::vector<int>& tried,
-                                  absl::Time now) {
+                                  absl::Time now, bool open_ok) {
   std::vector<DeploymentRecord> ds = DeploymentsOf(m);
   absl::MutexLock lock(&mu_);
   // Usable now, with their load per unit of weight.
@@ -62,8 +62,11 @@ std::optional<Route> Router::Pick(const ModelRecord& m, const std::vector<int>& 
     if (now < s.cooldown_until) continue;
     bool probe = false;
     if (s.tripped) {
-      if (now < s.open_until || s.half_open_probe_out) continue;  // open, or probe out
-      probe = true;
+      if (now < s.open_until || s.half_open_probe_out) {  // open, or probe out
+        if (!open_ok) continue;
+      } else {
+        probe = true;
+      }
     }
     if (ds[i].max_concurrency > 0 && s.in_flight >= ds[i].max_concurrency) continue;
     usable.push_back({i, static_cast<double>(s.in_flight) / ds[i].weight, probe});

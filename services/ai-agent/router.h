@@ -7,6 +7,10 @@
 // `failures_to_open` in a row the circuit opens for `open_for`, then one probe call
 // decides (success closes it, failure opens it again). A 429 cools the deployment
 // down for its Retry-After (or a default); running out of quota for longer.
+// An open circuit is a reason to go elsewhere, not to refuse: when no deployment of any
+// candidate model may be called, the turn asks again with `open_ok` and calls an open one
+// (a single-deployment model without fallbacks keeps working the moment its provider is
+// back). Cooldowns and max_concurrency hold even then.
 #pragma once
 
 #include <optional>
@@ -68,8 +72,10 @@ class Router {
   // Empty fields of a deployment are filled from the model; names default to d1, d2...
   static std::vector<DeploymentRecord> DeploymentsOf(const ModelRecord& m);
 
-  // A deployment of `m` not in `tried` that may be called now; nullopt if none.
-  std::optional<Route> Pick(const ModelRecord& m, const std::vector<int>& tried, absl::Time now);
+  // A deployment of `m` not in `tried` that may be called now; nullopt if none. With
+  // `open_ok`, deployments whose circuit is open (or whose probe is out) count as callable.
+  std::optional<Route> Pick(const ModelRecord& m, const std::vector<int>& tried, absl::Time now,
+                            bool open_ok = false);
   void Report(const Route& route, CallResult result, std::optional<absl::Duration> retry_after,
               absl::Time now);
   DeploymentHealth Health(const std::string& model, const std::string& deployment, absl::Time now);

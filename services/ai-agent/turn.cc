@@ -445,14 +445,15 @@ void Turn::Stream() {
 }
 
 // The next deployment of the current candidate, else the next candidate (a fallback).
-// With nowhere left to go the turn ends with the last failure.
+// When not one call could be made (every circuit open), a second pass calls an open one
+// rather than refuse. With nowhere left to go the turn ends with the last failure.
 void Turn::NextAttempt() {
   const absl::Time now = absl::Now();
   while (candidate_ < candidates_.size()) {
     const ModelRecord& m = candidates_[candidate_].model.config;
     std::optional<Route> route;
     if (deps_->router != nullptr) {
-      route = deps_->router->Pick(m, tried_, now);
+      route = deps_->router->Pick(m, tried_, now, open_ok_);
     } else {
       auto ds = Router::DeploymentsOf(m);
       for (int i = 0; i < static_cast<int>(ds.size()) && !route; ++i) {
@@ -463,10 +464,16 @@ void Turn::NextAttempt() {
     if (route.has_value()) return StartProvider(*std::move(route));
     ++candidate_;
     tried_.clear();
-    if (candidate_ < candidates_.size() && deps_->metrics != nullptr) {
+    if (candidate_ < candidates_.size() && deps_->metrics != nullptr && !open_ok_) {
       deps_->metrics->Fallback(candidates_[0].model.config.name,
                                candidates_[candidate_].model.config.name);
     }
+  }
+  if (!last_failure_.has_value() && deps_->router != nullptr && !open_ok_) {
+    open_ok_ = true;
+    candidate_ = 0;
+    tried_.clear();
+    return NextAttempt();
   }
   if (!last_failure_.has_value()) {
     LlmOutcome none;

@@ -177,6 +177,7 @@ class Turn : public std::enable_shared_from_this<Turn> {
   size_t candidate_ = 0;
   std::vector<int> tried_;
   std::optional<Route> route_;
+  bool open_ok_ = false;  // the second pass: open circuits may be called (router.h)
   std::optional<LlmOutcome> last_failure_;
   std::vector<ChatMessage> messages_;  // handed to the provider
   int64_t context_tokens_ = 0;

@@ -725,6 +725,37 @@ TEST_F(AgentTurnTest, WhenEveryDeploymentIsDownTheFallbackAnswersAndIsChargedIts
   (*second)->Stop();
 }
 
+TEST_F(AgentTurnTest, AnOpenCircuitWithNowhereElseToGoIsCalledAnyway) {
+  // gpt-4o-mini has one deployment and no fallback: failures open its circuit, but
+  // refusing every turn for 30 s would outlast the provider's blip.
+  int64_t conv = NewConversation(1);
+  const size_t before = fake_->Requests().size();
+  for (int i = 0; i < 3; ++i) {
+    v1::TurnResult r;
+    EXPECT_EQ(Send(1, conv, "[[fake:status=503]] down", &r).error_code(),
+              grpc::StatusCode::UNAVAILABLE);
+  }
+  auto circuit = [&] {
+    grpc::ClientContext ctx;
+    Authorize(ctx, AdminToken(99));
+    v1::ListModelsResponse list;
+    EXPECT_TRUE(agent_->ListModels(&ctx, v1::ListModelsRequest(), &list).ok());
+    for (const auto& m : list.models()) {
+      if (m.name() == "gpt-4o-mini" && m.deployments_size() == 1)
+        return m.deployments(0).state().circuit();
+    }
+    return std::string("none");
+  };
+  EXPECT_EQ(circuit(), "open");
+  v1::TurnResult r;
+  auto st = Send(1, conv, "back again", &r);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(r.text(), FakeAnswer({"back", "again"}));
+  EXPECT_GT(fake_->Requests().size(), before + 3);
+  // The call that went through closed the circuit.
+  EXPECT_EQ(circuit(), "closed");
+}
+
 TEST_F(AgentTurnTest, TheTurnsOfAStoppedReplicaAreFinishedByAnother) {
   int64_t conv = NewConversation(1);
   ASSERT_TRUE(agent_store_->RenewLease("gone", absl::Minutes(1)).ok());

@@ -97,6 +97,25 @@ TEST(RouterTest, ACircuitOpensAfterThreeFailuresAndOneProbeDecides) {
   EXPECT_TRUE(r.Pick(m, {}, again).has_value());
 }
 
+TEST(RouterTest, OpenOkCallsAnOpenCircuitButNeverACooledDownDeployment) {
+  Router r(RouterOptions{.failures_to_open = 1, .open_for = absl::Seconds(30)});
+  ModelRecord m = TwoDeployments(1, 1);
+  auto east = r.Pick(m, {1}, kT0);
+  ASSERT_TRUE(east.has_value());
+  r.Report(*east, CallResult::kFailed, std::nullopt, kT0);
+  auto west = r.Pick(m, {0}, kT0);
+  ASSERT_TRUE(west.has_value());
+  r.Report(*west, CallResult::kRateLimited, absl::Seconds(5), kT0);
+  EXPECT_FALSE(r.Pick(m, {}, kT0).has_value());
+  auto last = r.Pick(m, {}, kT0, /*open_ok=*/true);
+  ASSERT_TRUE(last.has_value());
+  EXPECT_EQ(last->deployment.name, "east");
+  EXPECT_FALSE(last->probe);
+  EXPECT_FALSE(r.Pick(m, {0}, kT0, /*open_ok=*/true).has_value());  // west cools down
+  r.Report(*last, CallResult::kOk, std::nullopt, kT0);
+  EXPECT_EQ(r.Health("m", "east", kT0).circuit, "closed");
+}
+
 TEST(RouterTest, A429WithRetryAfterIsNotCalledAgainUntilThen) {
   Router r;
   ModelRecord m = TwoDeployments(1, 1);
