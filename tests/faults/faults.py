@@ -209,6 +209,7 @@ class Suite:
             self.env["AICHAT_PG_PORT"],
             "AICHAT_CONVERSATION_ADDR": self.addr["conversation"],
             "AICHAT_USAGE_ADDR": self.addr["usage"], "AICHAT_USER_ADDR": self.addr["user"],
+            "AICHAT_HTTP_LISTEN": "",  # the binary's default, 0.0.0.0:8080, may be taken
         })
         env.update(self.keys)
         env.update(overrides)
