@@ -67,7 +67,7 @@ if [[ -f "$PROTO_DIR/aichat/usage/v1/usage.pb.cc" && -f "$PROTO_DIR/aichat/agent
     "$ROOT/services/usage/usage_proto.cc" "$ROOT/common/validate.cc" \
     "$PROTO_DIR/aichat/usage/v1/usage.pb.cc" &
   pid1=$!
-  EXTRA_LIBS="$(pkg-config --libs protobuf absl_time)" \
+  EXTRA_LIBS="$(pkg-config --libs protobuf absl_time absl_hash absl_raw_hash_set)" \
     build agent_request_fuzz -I"$PROTO_DIR" "$ROOT/fuzz/agent_request_fuzz.cc" \
     "$ROOT/services/ai-agent/request_checks.cc" "$ROOT/common/validate.cc" \
     "$PROTO_DIR/aichat/agent/v1/agent.pb.cc" &
