@@ -20,6 +20,15 @@ prometheus::Family<prometheus::Counter>& Family(prometheus::Registry& r, const c
   return prometheus::BuildCounter().Name(name).Help(help).Register(r);
 }
 
+// The calls only peers make (the agent's reservations and usage events).
+absl::Status AuthenticateService(const Authenticator& auth, const grpc::ServerContextBase& ctx) {
+  auto caller = auth.Authenticate(ctx);
+  if (!caller.ok()) {
+    return caller.status();
+  }
+  return RequireService(*caller);
+}
+
 // Own data, or anyone's for admins. PERMISSION_DENIED (not NOT_FOUND, and not a
 // silent fallback to the caller's own data) because usage is keyed by a user id
 // the caller chose: there is no object whose existence could leak, and answering
@@ -119,11 +128,7 @@ grpc::ServerUnaryReactor* UsageServiceImpl::RecordUsage(grpc::CallbackServerCont
                                                         const v1::RecordUsageRequest* req,
                                                         v1::RecordUsageResponse* resp) {
   return RunUnary(ctx, *pool_, [this, ctx, req, resp]() -> absl::Status {
-    auto caller = auth_->Authenticate(*ctx);
-    if (!caller.ok()) {
-      return caller.status();
-    }
-    if (auto st = RequireService(*caller); !st.ok()) {
+    if (auto st = AuthenticateService(*auth_, *ctx); !st.ok()) {
       return st;
     }
     if (!req->has_event()) {
@@ -147,11 +152,7 @@ grpc::ServerUnaryReactor* UsageServiceImpl::RecordUsageBatch(grpc::CallbackServe
                                                              const v1::RecordUsageBatchRequest* req,
                                                              v1::RecordUsageBatchResponse* resp) {
   return RunUnary(ctx, *pool_, [this, ctx, req, resp]() -> absl::Status {
-    auto caller = auth_->Authenticate(*ctx);
-    if (!caller.ok()) {
-      return caller.status();
-    }
-    if (auto st = RequireService(*caller); !st.ok()) {
+    if (auto st = AuthenticateService(*auth_, *ctx); !st.ok()) {
       return st;
     }
     absl::Time now = clock_();
@@ -360,11 +361,7 @@ grpc::ServerUnaryReactor* UsageServiceImpl::ReserveBudget(grpc::CallbackServerCo
                                                           const v1::ReserveBudgetRequest* req,
                                                           v1::ReserveBudgetResponse* resp) {
   return RunUnary(ctx, *pool_, [this, ctx, req, resp]() -> absl::Status {
-    auto caller = auth_->Authenticate(*ctx);
-    if (!caller.ok()) {
-      return caller.status();
-    }
-    if (auto st = RequireService(*caller); !st.ok()) {
+    if (auto st = AuthenticateService(*auth_, *ctx); !st.ok()) {
       return st;
     }
     if (req->user_id() <= 0) {
@@ -411,11 +408,7 @@ grpc::ServerUnaryReactor* UsageServiceImpl::ReleaseBudget(grpc::CallbackServerCo
                                                           const v1::ReleaseBudgetRequest* req,
                                                           v1::ReleaseBudgetResponse* resp) {
   return RunUnary(ctx, *pool_, [this, ctx, req, resp]() -> absl::Status {
-    auto caller = auth_->Authenticate(*ctx);
-    if (!caller.ok()) {
-      return caller.status();
-    }
-    if (auto st = RequireService(*caller); !st.ok()) {
+    if (auto st = AuthenticateService(*auth_, *ctx); !st.ok()) {
       return st;
     }
     if (auto st = CheckEventId(req->event_id(), "event_id"); !st.ok()) {
