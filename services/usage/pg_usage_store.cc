@@ -75,9 +75,18 @@ constexpr char kReserve[] =
     "SELECT d_foreign, d_replayed, d_allowed, d_reason, d_message, d_retry_at, d_remaining_nanos "
     "FROM usage_reserve($1::bigint, $2::text, $3::bigint, $4::integer, $5::timestamptz, "
     "$6::interval, $7::interval, $8::interval, $9::timestamptz, $10::timestamptz)";
+// Frees an active reservation. A release that overtakes its reservation (the agent
+// gave up while ReserveBudget queued on the user's lock) leaves a tombstone of user
+// 0, so the late decision finds its event_id taken and holds nothing; tombstones
+// older than the TTL are pruned here. True only when an active one was freed.
 constexpr char kRelease[] =
-    "UPDATE reservations SET state = 'released', closed_at = $3 "
-    "WHERE event_id = $1 AND state = 'active' AND created_at > $2 RETURNING 1";
+    "WITH pruned AS (DELETE FROM reservations WHERE user_id = 0 AND created_at < $2) "
+    "INSERT INTO reservations (event_id, user_id, max_cost_nanos, allowed, state, reason, "
+    "message, remaining_nanos, created_at, closed_at) "
+    "VALUES ($1, 0, 0, false, 'released', 0, 'released before it was decided', 0, $3, $3) "
+    "ON CONFLICT (event_id) DO UPDATE SET state = 'released', closed_at = EXCLUDED.closed_at "
+    "WHERE reservations.state = 'active' AND reservations.created_at > $2 "
+    "RETURNING xmax <> 0";
 
 // Summaries: whole UTC days come from a rollup table, the partial days at either
 // end of [from, to) from usage_logs; rows are grouped once more over the union.
@@ -386,7 +395,7 @@ absl::StatusOr<bool> PgUsageStore::Release(const std::string& event_id, absl::Ti
   if (!r.ok()) {
     return r.status();
   }
-  return r->rows() > 0;
+  return r->rows() > 0 && r->Bool(0, 0);
 }
 
 }  // namespace aichat::usage

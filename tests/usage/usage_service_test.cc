@@ -614,6 +614,20 @@ TEST_F(UsageTest, ReleaseFreesTheReservationOnce) {
   EXPECT_EQ(Release("", &released).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+// The agent gave up on a ReserveBudget still queued on the user's lock and released
+// it at once: the decision that commits afterwards must not hold the money.
+TEST_F(UsageTest, AReleaseThatOvertakesItsReservationLeavesNothingHeld) {
+  ASSERT_TRUE(SetBudget(7, 1000).ok());
+  bool released = true;
+  ASSERT_TRUE(Release("late", &released).ok());
+  EXPECT_FALSE(released);  // nothing was held yet
+  v1::ReserveBudgetResponse r;
+  EXPECT_EQ(Reserve(7, "late", 800, 0, &r).error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(GetBudget(7).reserved_nanos(), 0);
+  ASSERT_TRUE(Reserve(7, "next", 1000, 0, &r).ok());
+  EXPECT_TRUE(r.allowed());  // the whole budget is free
+}
+
 TEST_F(UsageTest, SettlingAtLowerAndHigherCostThanReserved) {
   ASSERT_TRUE(SetBudget(7, 1'000'000).ok());
   v1::ReserveBudgetResponse r;
