@@ -41,6 +41,19 @@ struct PeerCall {
 
 enum class MessageRole { kUser, kAssistant, kSystem };
 
+// The role as the chat APIs spell it ("user", "assistant", "system").
+inline const char* RoleName(MessageRole r) {
+  switch (r) {
+    case MessageRole::kAssistant:
+      return "assistant";
+    case MessageRole::kSystem:
+      return "system";
+    case MessageRole::kUser:
+      break;
+  }
+  return "user";
+}
+
 struct ContextMessage {
   int64_t id = 0;
   MessageRole role = MessageRole::kUser;

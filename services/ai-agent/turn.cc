@@ -16,18 +16,6 @@
 namespace aichat::agent {
 namespace {
 
-const char* RoleName(MessageRole r) {
-  switch (r) {
-    case MessageRole::kAssistant:
-      return "assistant";
-    case MessageRole::kSystem:
-      return "system";
-    case MessageRole::kUser:
-      break;
-  }
-  return "user";
-}
-
 // A save that failed this way may succeed later (a restart, a failover).
 bool Transient(const absl::Status& s) {
   return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) || absl::IsAborted(s);
@@ -350,7 +338,11 @@ void Turn::AfterClaim() {
     // request with the same key won the claim; this one waits for its answer.
     const bool lost_key_race = absl::IsAlreadyExists(insert_) && !req_.idempotency_key.empty() &&
                                absl::StrContains(insert_.message(), "idempotency");
-    return Unclaim(insert_, std::nullopt, lost_key_race);
+    // A transient failure may hide a commit: the refusal is recorded then too (for a
+    // row that is not there it is a no-op), so that no sweep charges it later.
+    return Unclaim(insert_,
+                   Transient(insert_) ? std::optional(PromptStatus::kFailed) : std::nullopt,
+                   lost_key_race);
   }
   if (!req_.idempotency_key.empty()) {
     deps_->running->Add(req_.caller.user_id, req_.idempotency_key);
@@ -395,9 +387,11 @@ void Turn::AfterClaim() {
 // answer of the request that won the key).
 void Turn::Unclaim(absl::Status status, std::optional<PromptStatus> prompt_status,
                    bool then_replay) {
-  // A reservation or a user message whose call was cut off may have committed.
+  // A reservation or a user message whose call was cut off or got no clear answer
+  // (a peer's deadline reaches us as UNAVAILABLE) may have committed; Release and
+  // Retract are no-ops for what is not there.
   auto maybe_written = [](const absl::Status& s) {
-    return s.ok() || absl::IsCancelled(s) || absl::IsDeadlineExceeded(s);
+    return s.ok() || absl::IsCancelled(s) || absl::IsDeadlineExceeded(s) || absl::IsUnavailable(s);
   };
   if (reserved_ || (!reserve_.ok() && maybe_written(reserve_.status()))) {
     deps_->usage->Release(event_id_);
@@ -425,12 +419,28 @@ void Turn::Unclaim(absl::Status status, std::optional<PromptStatus> prompt_statu
         });
   }
   if (mark) {
-    deps_->workers->Submit([self, arrive, ps = *prompt_status, why = std::move(why)] {
-      (void)self->deps_->store->MarkRefused(self->facts_.prompt_id, ps, why);
+    deps_->workers->Submit([self, arrive, ps = *prompt_status, why = std::move(why)]() mutable {
+      absl::Status st = self->deps_->store->MarkRefused(self->facts_.prompt_id, ps, why);
       arrive();
+      if (Transient(st)) self->RetryRefusal(ps, std::move(why), 1, absl::Now());
     });
   }
   arrive();
+}
+
+void Turn::RetryRefusal(PromptStatus status, std::string why, int attempt, absl::Time since) {
+  if (absl::Now() - since >= deps_->options.save_for) {
+    LogError("refusal of a turn not recorded", {{"prompt_id", facts_.prompt_id}});
+    return;
+  }
+  auto self = shared_from_this();
+  deps_->workers->SubmitAfter(Backoff(deps_->options.save_backoff, attempt),
+                              [self, status, why = std::move(why), attempt, since]() mutable {
+                                absl::Status st = self->deps_->store->MarkRefused(
+                                    self->facts_.prompt_id, status, why);
+                                if (Transient(st))
+                                  self->RetryRefusal(status, std::move(why), attempt + 1, since);
+                              });
 }
 
 // ---- Stream: the provider's answer, delta by delta.
@@ -772,15 +782,14 @@ void Turn::Replay(PromptRecord earlier) {
       // The first request still runs: wait for its end (an event when it runs on
       // this replica, else a poll that backs off).
       std::weak_ptr<Turn> weak = weak_from_this();
-      absl::Status waiting = deps_->running->Wait(req_.caller.user_id, req_.idempotency_key,
-                                                  [weak, workers = deps_->workers] {
-                                                    workers->Submit([weak] {
-                                                      if (auto self = weak.lock())
-                                                        self->ReplayLater(0);
-                                                    });
-                                                  });
-      if (waiting.ok()) return;
-      if (absl::IsResourceExhausted(waiting)) return Finish(waiting, nullptr);
+      auto waiter = deps_->running->Wait(req_.caller.user_id, req_.idempotency_key,
+                                         [weak, workers = deps_->workers] {
+                                           workers->Submit([weak] {
+                                             if (auto self = weak.lock()) self->ReplayLater(0);
+                                           });
+                                         });
+      if (waiter.ok()) return WatchWait(*waiter);
+      if (absl::IsResourceExhausted(waiter.status())) return Finish(waiter.status(), nullptr);
       return ReplayLater(1);
     }
     case PromptStatus::kCancelled:
@@ -793,6 +802,30 @@ void Turn::Replay(PromptRecord earlier) {
                         absl::StrCat("the turn with this idempotency_key failed: ", earlier.error)),
                     nullptr);
   }
+}
+
+// While waiting for the first turn, looks every second whether this request's
+// client left or its deadline passed; then it gives its place up and answers.
+void Turn::WatchWait(uint64_t waiter) {
+  const absl::Time at = std::min(absl::Now() + absl::Seconds(1), req_.deadline);
+  std::weak_ptr<Turn> weak = weak_from_this();
+  RunningTurns* running = deps_->running;
+  deps_->workers->SubmitAfter(
+      std::max(absl::ZeroDuration(), at - absl::Now()),
+      [weak, running, waiter, user = req_.caller.user_id, key = req_.idempotency_key] {
+        auto self = weak.lock();
+        if (self != nullptr && !self->cancelled() && absl::Now() < self->req_.deadline) {
+          if (running->Waiting(user, key, waiter)) self->WatchWait(waiter);
+          return;
+        }
+        if (!running->Forget(user, key, waiter) || self == nullptr) return;
+        if (self->cancelled()) {
+          return self->Finish(absl::CancelledError("cancelled by the client"), nullptr);
+        }
+        self->Finish(absl::DeadlineExceededError(
+                         "the turn with this idempotency_key is still running; retry later"),
+                     nullptr);
+      });
 }
 
 // Looks again after a pause (attempt > 0) or at once, on a worker.

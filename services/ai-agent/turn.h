@@ -138,9 +138,13 @@ class Turn : public std::enable_shared_from_this<Turn> {
   // A claim that did not go through: undo what was written, then answer `status`.
   void Unclaim(absl::Status status, std::optional<PromptStatus> prompt_status,
                bool then_replay = false);
+  // Records the refusal (which frees the idempotency key); a transient failure is
+  // retried in the background for up to save_for, after the client was answered.
+  void RetryRefusal(PromptStatus status, std::string why, int attempt, absl::Time since);
   // The request repeats an earlier turn with the same idempotency key.
   void Replay(PromptRecord earlier);
   void ReplayLater(int attempt);
+  void WatchWait(uint64_t waiter);
   void ReplayAnswer(PromptRecord earlier);
   void StartAnswerWindow();
   void Finish(const absl::Status& status, const v1::TurnResult* result);

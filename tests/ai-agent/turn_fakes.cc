@@ -292,6 +292,10 @@ absl::StatusOr<std::vector<PromptRecord>> MemoryAgentStore::ListPrompts(int64_t,
 absl::Status MemoryAgentStore::MarkRefused(int64_t prompt_id, PromptStatus status,
                                            const std::string& error) {
   absl::MutexLock lock(&mu_);
+  if (fail_refusals_ > 0) {
+    --fail_refusals_;
+    return absl::UnavailableError("database unavailable");
+  }
   auto it = prompts_.find(prompt_id);
   if (it == prompts_.end()) return absl::NotFoundError("prompt not found");
   if (IsTerminal(it->second.status)) return absl::FailedPreconditionError("finished");
@@ -393,6 +397,11 @@ absl::StatusOr<AgentStore::OutboxStats> MemoryAgentStore::OutboxBacklog() {
 void MemoryAgentStore::FailFinishes(int n) {
   absl::MutexLock lock(&mu_);
   fail_finishes_ = n;
+}
+
+void MemoryAgentStore::FailRefusals(int n) {
+  absl::MutexLock lock(&mu_);
+  fail_refusals_ = n;
 }
 
 std::optional<PromptRecord> MemoryAgentStore::Prompt(int64_t id) {

@@ -128,6 +128,8 @@ class MemoryAgentStore final : public AgentStore {
 
   // The next `n` FinishPrompt calls fail with UNAVAILABLE (a PostgreSQL restart).
   void FailFinishes(int n);
+  // The next `n` MarkRefused calls fail so.
+  void FailRefusals(int n);
   std::optional<PromptRecord> Prompt(int64_t id);
   std::vector<PromptRecord> Prompts();  // by id
   size_t outbox_size();
@@ -140,6 +142,7 @@ class MemoryAgentStore final : public AgentStore {
   int64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   int64_t next_outbox_ ABSL_GUARDED_BY(mu_) = 1;
   int fail_finishes_ ABSL_GUARDED_BY(mu_) = 0;
+  int fail_refusals_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // Answers every call from a script: the deltas to stream, then the outcome.

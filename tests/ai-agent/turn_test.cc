@@ -450,6 +450,21 @@ TEST_F(TurnTest, UsageAnsweringItsDatabaseIsDownRefuses) {
   EXPECT_TRUE(conv_.Messages(conv).empty());
   ASSERT_EQ(Prompts().size(), 1u);
   EXPECT_EQ(Prompts()[0].status, PromptStatus::kFailed);
+  // Its answer never came: a reservation that did commit is given back.
+  EXPECT_EQ(usage_.releases(), 1);
+}
+
+TEST_F(TurnTest, ARefusalIsRecordedOncePostgresIsBackSoNoSweepChargesIt) {
+  int64_t conv = conv_.Create(1);
+  usage_.SetReserveError(absl::UnavailableError("usage service unavailable"));
+  store_->FailRefusals(3);
+  auto s = Run(Request(conv, "hello", "kr"));
+  EXPECT_EQ(s->status_.error_code(), grpc::StatusCode::UNAVAILABLE);
+  Quiesce();  // the refusal is retried after the client was answered
+  ASSERT_EQ(Prompts().size(), 1u);
+  EXPECT_EQ(Prompts()[0].status, PromptStatus::kFailed);
+  EXPECT_TRUE(Prompts()[0].idempotency_key.empty());  // the key is free again
+  EXPECT_TRUE(llm_.requests().empty());
 }
 
 TEST_F(TurnTest, AnswerSaveIsRetriedThroughAConversationRestart) {
@@ -572,6 +587,42 @@ TEST_F(TurnTest, TooManyWaitersOnOneKeyAreTurnedAwayFast) {
   running->Cancel();
   ASSERT_TRUE(first.Wait());
   for (auto& w : waiters) ASSERT_TRUE(w->Wait());
+}
+
+TEST_F(TurnTest, AWaiterWhoseClientLeftOrTimedOutGivesItsPlaceUp) {
+  int64_t conv = conv_.Create(1);
+  llm_.Push({.deltas = {"slow"}, .wait_for_cancel = true});
+  Sink first;
+  auto running = Turn::Start(&deps_, Request(conv, "hold", "k4"), &first);
+  absl::Time until = absl::Now() + absl::Seconds(5);
+  while (first.deltas() == 0 && absl::Now() < until) absl::SleepFor(absl::Milliseconds(1));
+  // Four wait: two whose clients leave, one whose deadline is near, one that stays.
+  std::vector<std::unique_ptr<Sink>> sinks;
+  std::vector<std::shared_ptr<Turn>> turns;
+  for (int i = 0; i < 4; ++i) {
+    TurnRequest r = Request(conv, "hold", "k4");
+    if (i == 2) r.deadline = absl::Now() + absl::Milliseconds(300);
+    sinks.push_back(std::make_unique<Sink>());
+    turns.push_back(Turn::Start(&deps_, std::move(r), sinks.back().get()));
+  }
+  turns[0]->Cancel();
+  turns[1]->Cancel();
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(sinks[i]->Wait());
+  EXPECT_EQ(sinks[0]->status_.error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_EQ(sinks[1]->status_.error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_EQ(sinks[2]->status_.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_FALSE(sinks[3]->done_.HasBeenNotified());
+  // Their places are free: three more wait instead of being turned away.
+  for (int i = 0; i < 3; ++i) {
+    sinks.push_back(std::make_unique<Sink>());
+    turns.push_back(Turn::Start(&deps_, Request(conv, "hold", "k4"), sinks.back().get()));
+  }
+  for (size_t i = 3; i < sinks.size(); ++i) {
+    EXPECT_FALSE(sinks[i]->done_.WaitForNotificationWithTimeout(absl::Milliseconds(50)));
+  }
+  running->Cancel();
+  ASSERT_TRUE(first.Wait());
+  for (auto& w : sinks) ASSERT_TRUE(w->Wait());
 }
 
 TEST_F(TurnTest, RegenerateReplacesTheLastAnswer) {
