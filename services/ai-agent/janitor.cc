@@ -31,16 +31,23 @@ void Janitor::Renew() {
   }
   if (auto st = deps_->store->RenewLease(deps_->replica, options_.lease); !st.ok()) {
     LogWarn("lease not renewed", {{"replica", deps_->replica}});
+    absl::MutexLock lock(&mu_);
+    renewal_failed_at_ = absl::Now();
   }
   deps_->workers->SubmitAfter(options_.renew_every, [this] { Renew(); });
 }
 
 void Janitor::Sweep() {
+  bool settled;
   {
     absl::MutexLock lock(&mu_);
     if (stopped_) return;
+    // After an outage of PostgreSQL every replica's lease may have lapsed, the
+    // live ones' too. Taking turns over waits until this replica's renewals have
+    // held for a whole lease: by then every live replica has renewed its own.
+    settled = absl::Now() - renewal_failed_at_ >= options_.lease;
   }
-  (void)SweepOnce();
+  if (settled) (void)SweepOnce();
   deps_->workers->SubmitAfter(options_.sweep_every, [this] { Sweep(); });
 }
 

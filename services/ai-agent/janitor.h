@@ -19,9 +19,10 @@ struct JanitorOptions {
   absl::Duration lease = absl::Seconds(30);  // how long a renewal holds
   absl::Duration renew_every = absl::Seconds(5);
   absl::Duration sweep_every = absl::Seconds(15);
-  // Turns written before leases existed (no owner) count as abandoned this long
-  // after they started.
-  absl::Duration unowned_after = absl::Minutes(6);
+  // Turns with no owner, and this replica's own unfinished turns, count as
+  // abandoned this long after they started: longer than a turn can run and then
+  // retry its save (main.cc: total_timeout + save_for + 1 min).
+  absl::Duration unowned_after = absl::Minutes(8);
   // This replica's own answers still not in the conversation this long after
   // their turn ended are written again from the prompt row.
   absl::Duration own_pending_after = absl::Minutes(2);
@@ -52,6 +53,7 @@ class Janitor {
   JanitorOptions options_;
   absl::Mutex mu_;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time renewal_failed_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
 };
 
 }  // namespace aichat::agent

@@ -2,6 +2,9 @@
 // the usage outbox publisher, and the OpenAI-compatible HTTP API.
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
+
 #include "absl/strings/str_cat.h"
 #include "common/bootstrap.h"
 #include "common/grpc_channel.h"
@@ -85,8 +88,8 @@ int Serve(const AgentConfig& cfg) {
   deps.publish = [&outbox](int64_t id, UsageRecord r) { outbox.Publish(id, std::move(r)); };
   deps.answer_saved = [&outbox](SavedAnswer s) { outbox.AnswerSaved(s); };
   deps.options = cfg.turn;
-  Janitor janitor(&deps,
-                  JanitorOptions{.unowned_after = cfg.turn.total_timeout + absl::Minutes(1)});
+  Janitor janitor(&deps, JanitorOptions{.unowned_after = cfg.turn.total_timeout +
+                                                         cfg.turn.save_for + absl::Minutes(1)});
   if (auto st = janitor.Start(); !st.ok()) return StartupFailure(kProgram, st);
   AgentServiceImpl service(&deps, &auth);
   server.AddService(&service);
@@ -143,9 +146,12 @@ int Serve(const AgentConfig& cfg) {
   // Give the lease up: whatever is left is adopted by another replica at once.
   janitor.Stop();
   llm.reset();
-  workers.reset();
   outbox.Stop(absl::Seconds(5));
-  return 0;
+  // Turns still saving past the grace may have calls in flight whose callbacks
+  // reach the workers, the peers and the HTTP server: leave without destroying
+  // them. What is durable is committed; the rest another replica takes over.
+  std::fflush(nullptr);
+  std::_Exit(0);
 }
 
 }  // namespace

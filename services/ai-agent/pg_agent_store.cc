@@ -134,7 +134,7 @@ constexpr char kSettle[] =
 constexpr char kAnswerLost[] =
     "WITH p AS (UPDATE ai_prompts SET answer_pending = false, status = 'FAILED', error = $2 "
     "WHERE id = $1 AND answer_pending RETURNING id) "
-    "DELETE FROM ai_prompts_unsettled WHERE prompt_id = $1";
+    "DELETE FROM ai_prompts_unsettled WHERE prompt_id IN (SELECT id FROM p)";
 constexpr char kRenewLease[] =
     "INSERT INTO ai_agent_leases (owner, lease_until) "
     "VALUES ($1, now() + $2::double precision * interval '1 microsecond') "
