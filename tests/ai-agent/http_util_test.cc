@@ -130,7 +130,13 @@ TEST(HttpUtilTest, ErrorResponseMessages) {
             "provider returned HTTP 429 (insufficient_quota): You exceeded your current quota");
   ProviderError echo{"Incorrect API key provided: " + key, "invalid_request_error", ""};
   EXPECT_EQ(ErrorResponseMessage(401, "application/json", "{}", &echo, key),
-            "provider returned HTTP 401: Incorrect API key provided: [redacted]");
+            "provider returned HTTP 401: the provider refused the deployment's API key");
+  // OpenAI masks the key it quotes: nothing of that text goes on, only the code.
+  ProviderError masked{"Incorrect API key provided: sk-live-****2345", "invalid_request_error",
+                       "invalid_api_key"};
+  EXPECT_EQ(ErrorResponseMessage(401, "application/json", "{}", &masked, key),
+            "provider returned HTTP 401 (invalid_api_key): the provider refused the deployment's "
+            "API key");
   EXPECT_EQ(ErrorResponseMessage(500, "text/plain", "oops\n", nullptr, key),
             "provider returned HTTP 500: oops\\n");
   EXPECT_EQ(StreamErrorMessage("{}", &quota, key),

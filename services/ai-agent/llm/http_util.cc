@@ -321,6 +321,15 @@ std::string ErrorResponseMessage(int http_status, std::string_view content_type,
     return absl::StrCat("HTTP ", http_status, " from the provider (HTML error page)");
   }
   std::string message = absl::StrCat("provider returned HTTP ", http_status);
+  if (http_status == 401 || http_status == 403) {
+    // The provider's text quotes the key it got, masked in ways Redact cannot
+    // match ("sk-...abcd"): only its code goes on, to logs and clients alike.
+    if (error != nullptr && !error->code.empty()) {
+      absl::StrAppend(&message, " (", RedactAndTruncate(error->code, secret, 100), ")");
+    }
+    absl::StrAppend(&message, ": the provider refused the deployment's API key");
+    return message;
+  }
   if (error != nullptr) {
     if (!error->code.empty()) {
       absl::StrAppend(&message, " (", RedactAndTruncate(error->code, secret, 100), ")");
