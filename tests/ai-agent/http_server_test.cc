@@ -151,6 +151,24 @@ TEST_F(HttpServerTest, AClientThatLeavesIsNoticedBeforeAnyAnswer) {
   held->Respond(200, {}, "too late");  // dropped, harmlessly
 }
 
+TEST_F(HttpServerTest, AClientThatSendsMoreThenLeavesIsNoticedToo) {
+  absl::Notification gone;
+  std::shared_ptr<HttpExchange> held;
+  Start([&](HttpRequest, std::shared_ptr<HttpExchange> ex) {
+    ex->OnClientGone([&gone] { gone.Notify(); });
+    held = ex;  // answered never
+  });
+  {
+    Client c(server_->port());
+    c.Send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    absl::SleepFor(absl::Milliseconds(50));
+    c.Send("GET /next HTTP/1.1\r\n");  // part of a pipelined request, then away
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_TRUE(gone.WaitForNotificationWithTimeout(absl::Seconds(5)));
+  held->Respond(200, {}, "too late");
+}
+
 TEST_F(HttpServerTest, BoundedRequestsAndTimeouts) {
   HttpServerOptions o;
   o.max_body_bytes = 1000;
@@ -198,6 +216,44 @@ TEST_F(HttpServerTest, BoundedRequestsAndTimeouts) {
   EXPECT_EQ(calls.load(), 0);
 }
 
+TEST_F(HttpServerTest, BodiesBeingReceivedAreBoundedTogether) {
+  HttpServerOptions o;
+  o.max_body_bytes = 1000;
+  o.max_receiving_body_bytes = 1500;
+  Start([](HttpRequest r, std::shared_ptr<HttpExchange> ex) { ex->Respond(200, {}, r.body); }, o);
+  Client slow(server_->port());
+  slow.Send("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc");  // and stalls
+  absl::SleepFor(absl::Milliseconds(100));
+  {
+    Client c(server_->port());
+    c.Send("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 800\r\n\r\n");
+    EXPECT_NE(c.Read("").find("HTTP/1.1 503"), std::string::npos);
+  }
+  {
+    Client c(server_->port());  // small enough for what is left
+    c.Send("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+    EXPECT_NE(c.Read("hello").find("HTTP/1.1 200"), std::string::npos);
+  }
+  slow.Send(std::string(997, 'z'));  // the first body completes and frees its share
+  EXPECT_NE(slow.Read(std::string(10, 'z')).find("HTTP/1.1 200"), std::string::npos);
+  Client c(server_->port());
+  c.Send("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 800\r\n\r\n" + std::string(800, 'y'));
+  EXPECT_NE(c.Read(std::string(10, 'y')).find("HTTP/1.1 200"), std::string::npos);
+}
+
+TEST_F(HttpServerTest, HeadIsAnsweredWithoutABody) {
+  Start([](HttpRequest, std::shared_ptr<HttpExchange> ex) { ex->Respond(200, {}, "hello"); });
+  Client c(server_->port());
+  c.Send("HEAD /x HTTP/1.1\r\nHost: x\r\n\r\nGET /x HTTP/1.1\r\nHost: x\r\n\r\n");
+  std::string got = c.Read("hello");
+  // One body in all, the GET's: the HEAD answer says its length and sends none.
+  EXPECT_NE(got.find("Content-Length: 5"), std::string::npos) << got;
+  EXPECT_EQ(got.find("hello"), got.rfind("hello")) << got;
+  const size_t second = got.find("HTTP/1.1 200", got.find("HTTP/1.1 200") + 1);
+  ASSERT_NE(second, std::string::npos) << got;
+  EXPECT_GT(got.find("hello"), second) << got;  // the body follows the GET's head
+}
+
 TEST_F(HttpServerTest, ShutdownFinishesAnswersUnderWayThenCutsTheRest) {
   std::shared_ptr<HttpExchange> held;
   absl::Notification got;
@@ -216,6 +272,23 @@ TEST_F(HttpServerTest, ShutdownFinishesAnswersUnderWayThenCutsTheRest) {
   std::string answer = busy.Read("finished");
   EXPECT_NE(answer.find("Connection: close"), std::string::npos) << answer;
   server_->Shutdown(absl::Now() + absl::Seconds(2));
+}
+
+TEST_F(HttpServerTest, AnAnswerStillWaitingAtTheDeadlineIsCutOffAndItsClientCountsAsGone) {
+  std::shared_ptr<HttpExchange> held;
+  absl::Notification got, gone;
+  Start([&](HttpRequest, std::shared_ptr<HttpExchange> ex) {
+    ex->OnClientGone([&gone] { gone.Notify(); });
+    held = ex;
+    got.Notify();
+  });
+  Client busy(server_->port());
+  busy.Send("GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(got.WaitForNotificationWithTimeout(absl::Seconds(5)));
+  server_->Shutdown(absl::Now() + absl::Milliseconds(200));  // never answered
+  EXPECT_TRUE(gone.HasBeenNotified());                       // its turn would be cancelled
+  busy.Read("", absl::Seconds(3));
+  EXPECT_TRUE(busy.closed());
 }
 
 // ---- the API-key cache

@@ -2,6 +2,7 @@
 // messages as items. Every call acts for the caller through the conversation
 // service, so another user's conversation answers 404 exactly like a missing one.
 #include <algorithm>
+#include <deque>
 
 #include "absl/strings/str_cat.h"
 #include "services/ai-agent/http/api_internal.h"
@@ -26,36 +27,56 @@ std::optional<int64_t> ConversationId(const ApiCall& call) {
   return id;
 }
 
-const char* RoleName(MessageRole r) {
-  switch (r) {
-    case MessageRole::kAssistant:
-      return "assistant";
-    case MessageRole::kSystem:
-      return "system";
-    case MessageRole::kUser:
-      break;
+// What a listing keeps while it reads the conversation oldest first: at most
+// limit + 1 items (one more than the page, to know whether more follow), never
+// the whole conversation.
+struct ItemWalk {
+  ListItemsQuery query;
+  std::deque<ItemFacts> kept;
+  bool after_found = false;
+  bool done = false;  // nothing later can change the answer
+  int seen = 0;
+
+  void Add(ItemFacts item) {
+    const size_t cap = static_cast<size_t>(query.limit) + 1;
+    if (query.ascending) {
+      if (!query.after.empty() && !after_found) {
+        after_found = item.id == query.after;
+        return;
+      }
+      kept.push_back(std::move(item));
+      done = kept.size() >= cap;
+      return;
+    }
+    // Newest first: the page is the newest items older than `after` (or the newest).
+    if (!query.after.empty() && item.id == query.after) {
+      after_found = done = true;
+      return;
+    }
+    kept.push_back(std::move(item));
+    if (kept.size() > cap) kept.pop_front();
   }
-  return "user";
-}
+};
 
 // Reads the conversation's messages page by page (oldest first), then answers the
 // page of items the query asks for. Superseded answers (regenerated) are left out.
-void WalkMessages(std::shared_ptr<ApiCall> call, int64_t conversation_id, ListItemsQuery query,
-                  std::shared_ptr<std::vector<ItemFacts>> items, std::string page_token) {
+void WalkMessages(std::shared_ptr<ApiCall> call, int64_t conversation_id,
+                  std::shared_ptr<ItemWalk> walk, std::string page_token) {
   ConversationPeer* peer = call->deps->conversation;
   peer->ListMessages(
       ForUser(*call), conversation_id, 500, page_token,
-      [call, conversation_id, query = std::move(query),
-       items = std::move(items)](absl::StatusOr<MessagePage> page) mutable {
+      [call, conversation_id, walk = std::move(walk)](absl::StatusOr<MessagePage> page) mutable {
         if (!page.ok()) return ReplyStatus(*call, page.status());
         for (auto& m : page->messages) {
+          if (walk->done) break;
+          ++walk->seen;
           if (m.superseded) continue;
           const bool answer = m.role == MessageRole::kAssistant && m.prompt_id > 0;
-          items->push_back({answer ? AnswerItemId(m.prompt_id) : MessageItemId(m.id),
-                            RoleName(m.role), std::move(m.content)});
+          walk->Add({answer ? AnswerItemId(m.prompt_id) : MessageItemId(m.id), RoleName(m.role),
+                     std::move(m.content)});
         }
-        if (!page->next_page_token.empty()) {
-          if (static_cast<int>(items->size()) >= call->options->max_listed_messages) {
+        if (!walk->done && !page->next_page_token.empty()) {
+          if (walk->seen >= call->options->max_listed_messages) {
             return ReplyError(
                 *call->exchange,
                 ApiErrorFromRequest(
@@ -66,29 +87,23 @@ void WalkMessages(std::shared_ptr<ApiCall> call, int64_t conversation_id, ListIt
                                   "aichat.conversation.v1.ConversationService/ListMessages"),
                      ""}));
           }
-          return WalkMessages(call, conversation_id, std::move(query), std::move(items),
+          return WalkMessages(call, conversation_id, std::move(walk),
                               std::move(page->next_page_token));
         }
-        std::vector<ItemFacts>& all = *items;
-        if (!query.ascending) std::reverse(all.begin(), all.end());
-        size_t start = 0;
-        if (!query.after.empty()) {
-          auto it = std::find_if(all.begin(), all.end(),
-                                 [&](const ItemFacts& f) { return f.id == query.after; });
-          if (it == all.end()) {
-            return ReplyError(
-                *call->exchange,
-                ApiErrorFromRequest(
-                    {"after",
-                     absl::StrCat("after: no item '", query.after, "' in this conversation"), ""}));
-          }
-          start = static_cast<size_t>(it - all.begin()) + 1;
+        const ListItemsQuery& query = walk->query;
+        if (!query.after.empty() && !walk->after_found) {
+          return ReplyError(
+              *call->exchange,
+              ApiErrorFromRequest(
+                  {"after", absl::StrCat("after: no item '", query.after, "' in this conversation"),
+                   ""}));
         }
-        const size_t end = std::min(all.size(), start + static_cast<size_t>(query.limit));
-        std::vector<ItemFacts> out(
-            std::make_move_iterator(all.begin() + static_cast<ptrdiff_t>(start)),
-            std::make_move_iterator(all.begin() + static_cast<ptrdiff_t>(end)));
-        ReplyJson(*call->exchange, 200, ItemListJson(out, end < all.size()));
+        std::vector<ItemFacts> out(std::make_move_iterator(walk->kept.begin()),
+                                   std::make_move_iterator(walk->kept.end()));
+        if (!query.ascending) std::reverse(out.begin(), out.end());
+        const bool more = out.size() > static_cast<size_t>(query.limit);
+        if (more) out.resize(static_cast<size_t>(query.limit));
+        ReplyJson(*call->exchange, 200, ItemListJson(out, more));
       });
 }
 
@@ -143,7 +158,9 @@ void ListConversationItems(std::shared_ptr<ApiCall> call) {
   }
   auto id = ConversationId(*call);
   if (!id.has_value()) return;
-  WalkMessages(call, *id, std::move(query), std::make_shared<std::vector<ItemFacts>>(), "");
+  auto walk = std::make_shared<ItemWalk>();
+  walk->query = std::move(query);
+  WalkMessages(call, *id, std::move(walk), "");
 }
 
 }  // namespace aichat::agent

@@ -31,6 +31,7 @@
 #include <optional>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -321,6 +322,15 @@ class HttpServer::Impl {
   HttpMetrics* metrics() { return metrics_.get(); }
   bool draining() const { return draining_.load(); }
   int port() const { return port_; }
+  // The budget of request bodies being received (max_receiving_body_bytes).
+  bool TakeBodyBytes(size_t n) {
+    size_t held = receiving_body_bytes_.load();
+    do {
+      if (held + n > options_.max_receiving_body_bytes) return false;
+    } while (!receiving_body_bytes_.compare_exchange_weak(held, held + n));
+    return true;
+  }
+  void GiveBodyBytes(size_t n) { receiving_body_bytes_.fetch_sub(n); }
 
   void Add(const std::shared_ptr<Session>& s);
   void Remove(Session* s);
@@ -339,6 +349,7 @@ class HttpServer::Impl {
   std::vector<std::thread> threads_;
   std::atomic<bool> draining_{false};
   std::atomic<bool> stopped_{false};
+  std::atomic<size_t> receiving_body_bytes_{0};
   int port_ = 0;
   absl::Mutex mu_;
   absl::flat_hash_map<Session*, std::weak_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
@@ -366,6 +377,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // at once when `force`.
   void Close(bool force) {
     if (!force && !idle_) return;
+    client_gone_ = true;  // an answer under way is cut off: its turn is cancelled
     error_code ec;
     stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
     stream_.socket().close(ec);
@@ -377,8 +389,8 @@ class Session : public std::enable_shared_from_this<Session> {
  private:
   asio::awaitable<bool> ReadRequest(HttpRequest* request, bool* keep_alive);
   enum class Served { kKeepAlive, kClose, kGone };
-  asio::awaitable<Served> Serve(const std::shared_ptr<Exchange>& exchange, bool keep_alive,
-                                int* status);
+  asio::awaitable<Served> Serve(const std::shared_ptr<Exchange>& exchange, bool head,
+                                bool keep_alive, int* status);
   asio::awaitable<void> Refuse(int status, std::string_view code, std::string_view message);
   void RecordRefusal(int status, std::string_view code);
   void Watch();
@@ -479,6 +491,18 @@ asio::awaitable<bool> Session::ReadRequest(HttpRequest* request, bool* keep_aliv
                                asio::redirect_error(asio::use_awaitable, ec));
     if (ec) co_return false;
   }
+  size_t held = 0;
+  if (!parser_->is_done()) {
+    held = static_cast<size_t>(parser_->content_length().value_or(o.max_body_bytes));
+    if (!server_->TakeBodyBytes(held)) {
+      co_await Refuse(503, "server_busy",
+                      "too many request bodies are being received at once; retry shortly");
+      co_return false;
+    }
+  }
+  absl::Cleanup give_back = [this, held] {
+    if (held > 0) server_->GiveBodyBytes(held);
+  };
   if (!parser_->is_done()) {
     stream_.expires_after(Chrono(o.read_timeout));
     co_await http::async_read(stream_, buffer_, *parser_,
@@ -521,7 +545,8 @@ asio::awaitable<bool> Session::ReadRequest(HttpRequest* request, bool* keep_aliv
 
 // Notices a client that goes away while its answer is being prepared: the socket
 // turns readable with nothing to read (FIN or RST). Bytes of a next (pipelined)
-// request end the watch and wait in the socket for ReadRequest.
+// request are kept for ReadRequest and the watch goes on (past a header's worth
+// it ends: such a client is left to the timeouts).
 void Session::Watch() {
   const uint64_t id = ++watch_;
   stream_.socket().async_wait(
@@ -529,7 +554,14 @@ void Session::Watch() {
       asio::bind_executor(strand_, [self = shared_from_this(), id](const error_code& ec) {
         if (id != self->watch_ || ec == asio::error::operation_aborted) return;
         error_code avail_ec;
-        if (!ec && self->stream_.socket().available(avail_ec) > 0 && !avail_ec) return;
+        const size_t avail = ec ? 0 : self->stream_.socket().available(avail_ec);
+        if (!avail_ec && avail > 0) {
+          if (self->buffer_.size() + avail > self->server_->options().max_header_bytes) return;
+          error_code read_ec;
+          const size_t n = self->stream_.socket().read_some(self->buffer_.prepare(avail), read_ec);
+          self->buffer_.commit(n);
+          if (!read_ec) return self->Watch();
+        }
         self->client_gone_ = true;
         self->wake_.cancel();
       }));
@@ -537,7 +569,7 @@ void Session::Watch() {
 
 // Writes what the Exchange produces until its answer is complete.
 asio::awaitable<Session::Served> Session::Serve(const std::shared_ptr<Exchange>& exchange,
-                                                bool keep_alive, int* status) {
+                                                bool head, bool keep_alive, int* status) {
   const HttpServerOptions& o = server_->options();
   client_gone_ = false;
   Watch();
@@ -567,6 +599,7 @@ asio::awaitable<Session::Served> Session::Serve(const std::shared_ptr<Exchange>&
       res.keep_alive(keep);
       res.body() = std::move(out.data);
       res.prepare_payload();
+      if (head) res.body().clear();  // HEAD: the length of what GET would send, no body
       *status = out.status;
       stream_.expires_after(Chrono(o.write_timeout));
       co_await http::async_write(stream_, res, asio::redirect_error(asio::use_awaitable, ec));
@@ -639,7 +672,7 @@ asio::awaitable<void> Session::Run() {
     if (m != nullptr) m->in_flight.Increment();
     server_->handler()(std::move(request), exchange);
     int status = 499;  // the client left before an answer was written
-    const Served served = co_await Serve(exchange, keep_alive, &status);
+    const Served served = co_await Serve(exchange, method == "HEAD", keep_alive, &status);
     if (m != nullptr) m->in_flight.Decrement();
     Record(method, exchange->Facts(), served == Served::kGone ? 499 : status, start);
     if (served != Served::kKeepAlive) break;
@@ -694,7 +727,13 @@ asio::awaitable<void> HttpServer::Impl::Accept() {
     tcp::socket socket = co_await acceptor_.async_accept(
         asio::make_strand(io_), asio::redirect_error(asio::use_awaitable, ec));
     if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
-    if (ec) continue;  // e.g. EMFILE; the next accept may work
+    if (ec) {
+      // e.g. EMFILE: the listening socket stays readable, so accepting again at
+      // once would spin; a pause lets connections close first.
+      asio::steady_timer pause(co_await asio::this_coro::executor, std::chrono::milliseconds(50));
+      co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      continue;
+    }
     size_t open;
     {
       absl::MutexLock lock(&mu_);

@@ -79,6 +79,9 @@ struct HttpServerOptions {
   // A client that takes no bytes of a response for this long is cut off.
   absl::Duration write_timeout = absl::Seconds(30);
   int max_connections = 4096;
+  // Request bodies being received at once hold their declared size (a chunked one:
+  // max_body_bytes) against this, before anyone is authenticated; 503 beyond.
+  size_t max_receiving_body_bytes = 256 << 20;
   // Output queued for a client that reads slower than it is produced, at most.
   size_t max_queued_bytes = 8 << 20;
 };

@@ -133,12 +133,13 @@ TurnKey KeyFor(const ApiCall& call) {
   }
   std::string_view attempt = call.request.Header("x-stainless-retry-count");
   if (attempt.empty()) return k;
-  // (user, route, body): what a retry repeats byte for byte.
+  // (user, route, conversation, body): what a retry repeats byte for byte.
   unsigned char digest[32];
   crypto_generichash_state st;
   crypto_generichash_init(&st, nullptr, 0, sizeof(digest));
   const std::string head =
-      absl::StrCat(call.caller.user_id, "\n", call.request.method, " ", call.request.path, "\n");
+      absl::StrCat(call.caller.user_id, "\n", call.request.method, " ", call.request.path, "\n",
+                   Av(call.request.Header("x-aichat-conversation-id")), "\n");
   crypto_generichash_update(&st, reinterpret_cast<const unsigned char*>(head.data()), head.size());
   crypto_generichash_update(&st, reinterpret_cast<const unsigned char*>(call.request.body.data()),
                             call.request.body.size());
