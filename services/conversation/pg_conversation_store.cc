@@ -64,17 +64,21 @@ constexpr char kSupersede[] =
 constexpr char kMessageSuperseded[] =
     "SELECT superseded FROM messages WHERE id = $1 AND conversation_id = $2";
 
-// One statement. `c` proves ownership and locks the conversation row before the
-// DELETE (whose InitPlan reads it), the order an append takes its locks in, so
-// a retract and an append of the same conversation cannot deadlock; `u` keeps
-// message_count in step. At most one USER message per prompt (migration 002).
+// Two statements in one transaction. The first proves ownership and locks the
+// conversation row (the order an append takes its locks in, so a retract and an
+// append of the same conversation cannot deadlock). The second deletes with a
+// snapshot taken after the lock was granted: an append of this prompt that held
+// the lock meanwhile has committed and is seen (one statement would look with the
+// snapshot it started with, and miss it). `u` keeps message_count in step. At most
+// one USER message per prompt (migration 002).
+constexpr char kLockOwnConversation[] =
+    "SELECT id FROM conversations WHERE id = $1 AND user_id = $2 FOR UPDATE";
 constexpr char kRetractMessage[] =
-    "WITH c AS (SELECT id FROM conversations WHERE id = $1 AND user_id = $2 FOR UPDATE), "
-    "d AS (DELETE FROM messages WHERE conversation_id = (SELECT id FROM c) "
-    "  AND prompt_id = $3 AND role = 'user' RETURNING id), "
+    "WITH d AS (DELETE FROM messages WHERE conversation_id = $1 "
+    "  AND prompt_id = $2 AND role = 'user' RETURNING id), "
     "u AS (UPDATE conversations SET message_count = message_count - 1 "
-    "  WHERE id = (SELECT id FROM c) AND EXISTS (SELECT 1 FROM d) RETURNING id) "
-    "SELECT EXISTS (SELECT 1 FROM c), EXISTS (SELECT 1 FROM u)";
+    "  WHERE id = $1 AND EXISTS (SELECT 1 FROM d) RETURNING id) "
+    "SELECT EXISTS (SELECT 1 FROM u)";
 
 // The page is decided before any content is read: `page` walks at most
 // limit + 1 rows of positions and sizes (no contents) with a running sum;
@@ -291,10 +295,18 @@ absl::StatusOr<ContextWindow> PgConversationStore::GetContext(int64_t user_id,
 
 absl::StatusOr<bool> PgConversationStore::RetractMessage(int64_t user_id, int64_t conversation_id,
                                                          int64_t prompt_id) {
-  auto r = pool_->Exec(kRetractMessage, {conversation_id, user_id, prompt_id});
-  if (!r.ok()) return r.status();
-  if (!r->Bool(0, 0)) return absl::NotFoundError(kNotFound);
-  return r->Bool(0, 1);
+  bool removed = false;
+  absl::Status st = pool_->Transaction([&](PgConn& conn) -> absl::Status {
+    auto lock = conn.Exec(kLockOwnConversation, {conversation_id, user_id});
+    if (!lock.ok()) return lock.status();
+    if (lock->rows() == 0) return absl::NotFoundError(kNotFound);
+    auto r = conn.Exec(kRetractMessage, {conversation_id, prompt_id});
+    if (!r.ok()) return r.status();
+    removed = r->Bool(0, 0);
+    return absl::OkStatus();
+  });
+  if (!st.ok()) return st;
+  return removed;
 }
 
 }  // namespace aichat::conversation

@@ -7,6 +7,8 @@
 #include <tuple>
 #include <vector>
 
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "tests/conversation/conversation_fixture.h"
 
 namespace aichat::conversation {
@@ -136,6 +138,42 @@ TEST_F(RetractTest, OnlyServicesActingForTheOwner) {
   }
   EXPECT_EQ(Count("messages"), 1);
   EXPECT_EQ(MessageCount(conv.id()), 1);
+}
+
+// The agent gave up on an append that the server was still committing and retracts
+// it at once: the retract waits for the append's lock and then sees its message.
+TEST_F(RetractTest, AnAppendStillCommittingWhenTheRetractArrivesIsRemovedToo) {
+  auto conv = MustCreate(alice_, "slow");
+  absl::Notification appended, commit;
+  std::thread append([&] {
+    auto st = pool_->Transaction([&](PgConn& conn) -> absl::Status {
+      // What the append statement does, held open before its commit.
+      auto r = conn.Exec(
+          "WITH c AS (UPDATE conversations SET last_position = last_position + 1, "
+          "message_count = message_count + 1 WHERE id = $1 RETURNING id, last_position) "
+          "INSERT INTO messages (conversation_id, position, role, content, token_count, "
+          "token_count_estimated, prompt_id, created_at) "
+          "SELECT id, last_position, 'user', 'late', 1, false, 88, now() FROM c",
+          {conv.id()});
+      if (!r.ok()) return r.status();
+      appended.Notify();
+      commit.WaitForNotification();
+      return absl::OkStatus();
+    });
+    EXPECT_TRUE(st.ok()) << st;
+  });
+  appended.WaitForNotification();
+  v1::RetractMessageResponse resp;
+  grpc::Status retracted;
+  std::thread retract([&] { retracted = Retract(service_token_, kAlice, conv.id(), 88, &resp); });
+  absl::SleepFor(absl::Milliseconds(200));  // the retract now waits for the append's lock
+  commit.Notify();
+  append.join();
+  retract.join();
+  ASSERT_TRUE(retracted.ok()) << retracted.error_message();
+  EXPECT_TRUE(resp.removed());
+  EXPECT_EQ(Count("messages"), 0);
+  EXPECT_EQ(MessageCount(conv.id()), 0);
 }
 
 // Retracts racing appends on one conversation: no deadlock, no lost count.
