@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "aichat/agent/v1/agent.grpc.pb.h"
@@ -266,28 +267,39 @@ class Load {
     auto wall0 = std::chrono::duration_cast<std::chrono::milliseconds>(
                      std::chrono::system_clock::now().time_since_epoch())
                      .count();
-    grpc::ClientContext ctx;
-    Auth(ctx, me.token, f_.deadline_s);
     agent::TurnResult result;
     grpc::Status st;
     int64_t started_prompt = 0;
     std::string deltas;
     bool completed = false;
-    if (stream) {
-      auto reader = stub.StreamMessage(&ctx, req);
-      agent::TurnEvent ev;
-      while (reader->Read(&ev)) {
-        if (ev.has_started()) started_prompt = ev.started().prompt_id();
-        if (ev.has_delta()) deltas += ev.delta().text();
-        if (ev.has_completed()) {
-          result = ev.completed();
-          completed = true;
+    // A call that met the agent's connection-age GOAWAY before anything came back is
+    // made again at once with its key, as gRPC's transparent retry means to (it
+    // misses the race now and then in 1.51); such a call is counted once.
+    int goaway_retries = 0;
+    for (;;) {
+      grpc::ClientContext ctx;
+      Auth(ctx, me.token, f_.deadline_s);
+      if (stream) {
+        auto reader = stub.StreamMessage(&ctx, req);
+        agent::TurnEvent ev;
+        while (reader->Read(&ev)) {
+          if (ev.has_started()) started_prompt = ev.started().prompt_id();
+          if (ev.has_delta()) deltas += ev.delta().text();
+          if (ev.has_completed()) {
+            result = ev.completed();
+            completed = true;
+          }
         }
+        st = reader->Finish();
+      } else {
+        st = stub.SendMessage(&ctx, req, &result);
+        completed = st.ok();
       }
-      st = reader->Finish();
-    } else {
-      st = stub.SendMessage(&ctx, req, &result);
-      completed = st.ok();
+      const bool refused_connection = st.error_code() == grpc::StatusCode::UNAVAILABLE &&
+                                      absl::StrContains(st.error_message(), "GOAWAY") &&
+                                      started_prompt == 0 && deltas.empty();
+      if (!refused_connection || goaway_retries == 3) break;
+      ++goaway_retries;
     }
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
     std::string line = absl::StrCat(
@@ -298,7 +310,7 @@ class Load {
         ",\"t1\":", wall0 + ms, ",\"deadline_ms\":", f_.deadline_s * 1000,
         ",\"completed_event\":", completed ? "true" : "false",
         ",\"started_prompt\":", started_prompt, ",\"deltas\":", Json(deltas),
-        ",\"prompt_id\":", result.prompt_id(),
+        ",\"goaway_retries\":", goaway_retries, ",\"prompt_id\":", result.prompt_id(),
         ",\"response_message_id\":", result.response_message_id(),
         ",\"user_message_id\":", result.user_message_id(), ",\"text\":", Json(result.text()),
         ",\"cost_nanos\":", result.cost_nanos(),
