@@ -22,7 +22,8 @@ int StartupFailure(std::string_view program, const absl::Status& status);
 
 // Parses the command line of a service that only serves. An exit code when main()
 // should return now (0 after --help; 2 after saying what is wrong with a flag or an
-// argument other than "serve"), nothing when it should go on.
+// argument other than "serve"), nothing when it should go on. First switches absl's
+// run-time Mutex deadlock detection off for the process (bootstrap.cc says why).
 std::optional<int> ParseServeCommandLine(Config& config, int argc, char** argv,
                                          std::string_view program);
 
