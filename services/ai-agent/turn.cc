@@ -16,6 +16,10 @@
 namespace aichat::agent {
 namespace {
 
+// What a request hears whose deadline passed while the turn with its key ran on.
+constexpr char kKeyStillRunning[] =
+    "the turn with this idempotency_key is still running; retry later";
+
 // A save that failed this way may succeed later (a restart, a failover).
 bool Transient(const absl::Status& s) {
   return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) || absl::IsAborted(s);
@@ -822,9 +826,7 @@ void Turn::WatchWait(uint64_t waiter) {
         if (self->cancelled()) {
           return self->Finish(absl::CancelledError("cancelled by the client"), nullptr);
         }
-        self->Finish(absl::DeadlineExceededError(
-                         "the turn with this idempotency_key is still running; retry later"),
-                     nullptr);
+        self->Finish(absl::DeadlineExceededError(kKeyStillRunning), nullptr);
       });
 }
 
@@ -836,9 +838,7 @@ void Turn::ReplayLater(int attempt) {
           ? absl::ZeroDuration()
           : std::min(absl::Milliseconds(50) * (1 << std::min(attempt, 5)), absl::Seconds(1));
   if (absl::Now() + pause > req_.deadline) {
-    return Finish(absl::DeadlineExceededError(
-                      "the turn with this idempotency_key is still running; retry later"),
-                  nullptr);
+    return Finish(absl::DeadlineExceededError(kKeyStillRunning), nullptr);
   }
   auto self = shared_from_this();
   deps_->workers->SubmitAfter(pause, [self, attempt] {
