@@ -227,7 +227,9 @@ TEST_F(HttpServerTest, BodiesBeingReceivedAreBoundedTogether) {
   {
     Client c(server_->port());
     c.Send("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 800\r\n\r\n");
-    EXPECT_NE(c.Read("").find("HTTP/1.1 503"), std::string::npos);
+    const std::string got = c.Read("");
+    EXPECT_NE(got.find("HTTP/1.1 503"), std::string::npos) << got;
+    EXPECT_NE(got.find("\"type\":\"server_error\""), std::string::npos) << got;
   }
   {
     Client c(server_->port());  // small enough for what is left

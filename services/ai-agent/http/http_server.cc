@@ -422,7 +422,8 @@ asio::awaitable<void> Session::Refuse(int status, std::string_view code, std::st
   res.set(http::field::server, "aichat");
   res.set(http::field::content_type, "application/json");
   res.keep_alive(false);
-  res.body() = ErrorJson(message, "invalid_request_error", "", code);
+  res.body() =
+      ErrorJson(message, status >= 500 ? "server_error" : "invalid_request_error", "", code);
   res.prepare_payload();
   error_code ec;
   stream_.expires_after(Chrono(server_->options().write_timeout));
